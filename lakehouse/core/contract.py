@@ -1,0 +1,385 @@
+"""Source contracts: one YAML file per source says what lands, how to type it and what is valid.
+
+A contract is data, not code: adding a source is adding a YAML file (and files to land). Every
+field is validated on load, and every error names the file and the field, e.g.
+``orders.yaml: field `columns[3].type`: unknown type `integer`; types are ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+
+from lakehouse.core.errors import ContractError
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+"""The contracts shipped with the project (the Jaffle Shop feed); `LAKEHOUSE_CONTRACTS` overrides."""
+
+FORMATS = ("csv", "ndjson", "json", "parquet")
+DRIFT_POLICIES = ("evolve", "rescue", "freeze")
+PII_CLASSES = ("none", "name", "email", "phone", "address", "identifier", "free_text")
+COLUMN_CHECKS = ("ge", "gt", "le", "lt", "isin", "str_matches", "str_length")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+_SIMPLE_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "int32": pl.Int32(),
+    "int64": pl.Int64(),
+    "float64": pl.Float64(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+}
+TYPE_NAMES = (*_SIMPLE_TYPES, "decimal(p,s)")
+
+
+def polars_type(type_name: str) -> pl.DataType:
+    """The polars dtype of a contract type name (`string`, `int64`, `decimal(15,2)`, ...)."""
+    if type_name in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[type_name]
+    match = _DECIMAL.match(type_name)
+    if match:
+        return pl.Decimal(int(match[1]), int(match[2]))
+    msg = f"unknown type `{type_name}`"
+    raise ValueError(msg)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `26h`, `30m`, `2d` or `90s` into a timedelta."""
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        msg = f"`{text}` is not a duration like `26h`, `30m`, `2d`"
+        raise ValueError(msg)
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    return timedelta(**{unit: int(match[1])})
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key: this column's values must exist in `table`.`column` of silver."""
+
+    table: str
+    column: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as landed (`name`) and as published in silver (`silver_name`)."""
+
+    name: str
+    type: str
+    nullable: bool = True
+    description: str = ""
+    pii: str = "none"
+    rename: str | None = None
+    format: str | None = None
+    checks: Mapping[str, Any] = field(default_factory=dict)
+    references: Reference | None = None
+
+    @property
+    def silver_name(self) -> str:
+        return self.rename or self.name
+
+    @property
+    def dtype(self) -> pl.DataType:
+        return polars_type(self.type)
+
+    @property
+    def is_pii(self) -> bool:
+        return self.pii != "none"
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How landing files of a source are parsed."""
+
+    type: Literal["csv", "ndjson", "json", "parquet"] = "csv"
+    delimiter: str = ","
+    quote_char: str = '"'
+    null_values: tuple[str, ...] = ("",)
+
+
+@dataclass(frozen=True)
+class BatchChecks:
+    """Rules over a whole batch (one landing-date partition); a failure blocks the publish."""
+
+    max_quarantine_ratio: float = 0.05
+    volume_min_ratio: float | None = None
+    volume_max_ratio: float | None = None
+    volume_window: int = 7
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Everything the platform knows about one source."""
+
+    name: str
+    description: str
+    owner: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    path: str = ""
+    format: FileFormat = field(default_factory=FileFormat)
+    event_time: str | None = None
+    ordering: str | None = None
+    schema_drift: Literal["evolve", "rescue", "freeze"] = "rescue"
+    checks: BatchChecks = field(default_factory=BatchChecks)
+    freshness_fail_after: timedelta | None = None
+    freshness_warn_after: timedelta | None = None
+    retention_days: int | None = None
+
+    @property
+    def silver_columns(self) -> tuple[str, ...]:
+        return tuple(c.silver_name for c in self.columns)
+
+    @property
+    def landed_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, silver_name: str) -> Column:
+        for col in self.columns:
+            if col.silver_name == silver_name:
+                return col
+        msg = f"contract `{self.name}` has no column `{silver_name}`"
+        raise KeyError(msg)
+
+    @property
+    def pii_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.is_pii)
+
+
+def load_contracts(directory: str | Path | None = None) -> list[Contract]:
+    """Load and validate every `*.yaml` contract in `directory`, sorted by source name."""
+    directory = Path(directory or os.environ.get("LAKEHOUSE_CONTRACTS") or CONTRACTS_DIR)
+    if not directory.is_dir():
+        raise ContractError(directory, "<directory>", "contracts directory does not exist")
+    contracts = [load_contract(path) for path in sorted(directory.glob("*.y*ml"))]
+    seen: dict[str, str] = {}
+    for contract in contracts:
+        if contract.name in seen:
+            raise ContractError(contract.path, "name",
+                                f"source `{contract.name}` is already defined in {seen[contract.name]}")
+        seen[contract.name] = contract.path
+    by_name = {c.name: c for c in contracts}
+    for contract in contracts:
+        _check_references(contract, by_name)
+    return sorted(contracts, key=lambda c: c.name)
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Load and validate one contract file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ContractError(path, "<yaml>", f"not valid YAML: {exc}") from exc
+    return parse_contract(raw, path)
+
+
+def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
+    """Validate a contract given as a mapping (the parsed YAML)."""
+    reader = _Reader(path)
+    if not isinstance(raw, dict):
+        raise ContractError(path, "<root>", "a contract is a mapping of fields")
+    reader.unknown(raw, "", {"name", "description", "owner", "format", "primary_key", "event_time",
+                             "ordering", "schema_drift", "columns", "checks", "freshness",
+                             "retention"})
+    name = reader.name(raw, "name")
+    columns = tuple(reader.column(c, i) for i, c in enumerate(reader.list(raw, "columns")))
+    if not columns:
+        raise ContractError(path, "columns", "a contract needs at least one column")
+    for attr, what in (("name", "landed"), ("silver_name", "silver")):
+        seen: set[str] = set()
+        for i, col in enumerate(columns):
+            value = getattr(col, attr)
+            if value in seen:
+                field_name = f"columns[{i}].name" if attr == "name" else f"columns[{i}].rename"
+                raise ContractError(path, field_name, f"{what} column `{value}` is named twice")
+            seen.add(value)
+    silver = {c.silver_name: c for c in columns}
+
+    if "primary_key" not in raw or not raw["primary_key"]:
+        raise ContractError(path, "primary_key", "a primary key is required (a column or a list)")
+    pk = raw["primary_key"]
+    pk = (pk,) if isinstance(pk, str) else tuple(pk)
+    for key in pk:
+        if key not in silver:
+            raise ContractError(path, "primary_key", f"`{key}` is not a column of the contract")
+        if silver[key].nullable:
+            raise ContractError(path, "primary_key", f"key column `{key}` must be `nullable: false`")
+
+    event_time = raw.get("event_time")
+    if event_time is not None:
+        if event_time not in silver:
+            raise ContractError(path, "event_time", f"`{event_time}` is not a column of the contract")
+        if silver[event_time].type not in ("date", "datetime"):
+            raise ContractError(path, "event_time", f"`{event_time}` must be of type date or datetime")
+        if silver[event_time].nullable:
+            raise ContractError(path, "event_time", f"`{event_time}` must be `nullable: false`")
+    ordering = raw.get("ordering")
+    if ordering is not None and ordering not in silver:
+        raise ContractError(path, "ordering", f"`{ordering}` is not a column of the contract")
+
+    drift = raw.get("schema_drift", "rescue")
+    if drift not in DRIFT_POLICIES:
+        raise ContractError(path, "schema_drift", f"`{drift}` is not one of {', '.join(DRIFT_POLICIES)}")
+
+    freshness = raw.get("freshness") or {}
+    reader.unknown(freshness, "freshness.", {"fail_after", "warn_after"})
+    retention = raw.get("retention") or {}
+    reader.unknown(retention, "retention.", {"days"})
+    retention_days = retention.get("days")
+    if retention_days is not None and (not isinstance(retention_days, int) or retention_days < 1):
+        raise ContractError(path, "retention.days", "must be a positive whole number of days")
+
+    return Contract(
+        name=name,
+        description=reader.text(raw, "description"),
+        owner=reader.text(raw, "owner"),
+        columns=columns,
+        primary_key=pk,
+        path=str(path),
+        format=reader.file_format(raw.get("format") or {}),
+        event_time=event_time,
+        ordering=ordering,
+        schema_drift=drift,
+        checks=reader.batch_checks(raw.get("checks") or {}),
+        freshness_fail_after=reader.duration(freshness, "fail_after", "freshness.fail_after"),
+        freshness_warn_after=reader.duration(freshness, "warn_after", "freshness.warn_after"),
+        retention_days=retention_days,
+    )
+
+
+def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> None:
+    for i, col in enumerate(contract.columns):
+        ref = col.references
+        if ref is None:
+            continue
+        target = by_name.get(ref.table)
+        if target is None:
+            raise ContractError(contract.path, f"columns[{i}].references",
+                                f"source `{ref.table}` has no contract")
+        if ref.column not in target.silver_columns:
+            raise ContractError(contract.path, f"columns[{i}].references",
+                                f"`{ref.table}` has no column `{ref.column}`")
+
+
+class _Reader:
+    """Typed field access that turns every problem into a ContractError naming the field."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+
+    def fail(self, field_name: str, problem: str) -> ContractError:
+        return ContractError(self.path, field_name, problem)
+
+    def unknown(self, raw: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        if not isinstance(raw, Mapping):
+            raise self.fail(prefix.rstrip(".") or "<root>", "must be a mapping")
+        for key in raw:
+            if key not in allowed:
+                raise self.fail(f"{prefix}{key}",
+                                f"unknown field; allowed here: {', '.join(sorted(allowed))}")
+
+    def text(self, raw: Mapping[str, Any], key: str, field_name: str | None = None) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(field_name or key, "is required and must be a non-empty string")
+        return value.strip()
+
+    def name(self, raw: Mapping[str, Any], key: str, field_name: str | None = None) -> str:
+        value = self.text(raw, key, field_name)
+        if not _NAME.match(value):
+            raise self.fail(field_name or key,
+                            f"`{value}` must be lowercase letters, digits and underscores")
+        return value
+
+    def list(self, raw: Mapping[str, Any], key: str) -> list[Any]:
+        value = raw.get(key)
+        if not isinstance(value, list):
+            raise self.fail(key, "is required and must be a list")
+        return value
+
+    def duration(self, raw: Mapping[str, Any], key: str, field_name: str) -> timedelta | None:
+        if raw.get(key) is None:
+            return None
+        try:
+            return parse_duration(raw[key])
+        except ValueError as exc:
+            raise self.fail(field_name, str(exc)) from exc
+
+    def column(self, raw: Any, i: int) -> Column:
+        where = f"columns[{i}]"
+        if not isinstance(raw, Mapping):
+            raise self.fail(where, "a column is a mapping with at least `name` and `type`")
+        self.unknown(raw, f"{where}.", {"name", "type", "nullable", "description", "pii", "rename",
+                                        "format", "checks", "references"})
+        name = self.text(raw, "name", f"{where}.name")
+        type_name = self.text(raw, "type", f"{where}.type")
+        try:
+            polars_type(type_name)
+        except ValueError:
+            raise self.fail(f"{where}.type",
+                            f"unknown type `{type_name}`; types are {', '.join(TYPE_NAMES)}") from None
+        rename = raw.get("rename")
+        if rename is not None:
+            rename = self.name(raw, "rename", f"{where}.rename")
+        elif not _NAME.match(name):
+            raise self.fail(f"{where}.name",
+                            f"`{name}` is not a valid silver column name; add `rename:`")
+        nullable = raw.get("nullable", True)
+        if not isinstance(nullable, bool):
+            raise self.fail(f"{where}.nullable", "must be true or false")
+        pii = raw.get("pii", "none")
+        if pii not in PII_CLASSES:
+            raise self.fail(f"{where}.pii", f"`{pii}` is not one of {', '.join(PII_CLASSES)}")
+        checks = raw.get("checks") or {}
+        self.unknown(checks, f"{where}.checks.", set(COLUMN_CHECKS))
+        if "str_matches" in checks:
+            try:
+                re.compile(checks["str_matches"])
+            except re.error as exc:
+                raise self.fail(f"{where}.checks.str_matches", f"invalid regex: {exc}") from None
+        if "isin" in checks and not isinstance(checks["isin"], list):
+            raise self.fail(f"{where}.checks.isin", "must be a list of allowed values")
+        references = None
+        if raw.get("references") is not None:
+            ref = str(raw["references"])
+            if ref.count(".") != 1:
+                raise self.fail(f"{where}.references", f"`{ref}` must be `<source>.<column>`")
+            table, column = ref.split(".")
+            references = Reference(table, column)
+        return Column(name=name, type=type_name, nullable=nullable,
+                      description=str(raw.get("description") or ""), pii=pii, rename=rename,
+                      format=raw.get("format"), checks=dict(checks), references=references)
+
+    def file_format(self, raw: Mapping[str, Any]) -> FileFormat:
+        self.unknown(raw, "format.", {"type", "delimiter", "quote_char", "null_values"})
+        kind = raw.get("type", "csv")
+        if kind not in FORMATS:
+            raise self.fail("format.type", f"`{kind}` is not one of {', '.join(FORMATS)}")
+        null_values = raw.get("null_values", [""])
+        return FileFormat(type=kind, delimiter=str(raw.get("delimiter", ",")),
+                          quote_char=str(raw.get("quote_char", '"')),
+                          null_values=tuple(str(v) for v in null_values))
+
+    def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
+        self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume"})
+        ratio = raw.get("max_quarantine_ratio", BatchChecks.max_quarantine_ratio)
+        if not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+            raise self.fail("checks.max_quarantine_ratio", "must be a number between 0 and 1")
+        volume = raw.get("volume") or {}
+        self.unknown(volume, "checks.volume.", {"min_ratio", "max_ratio", "window"})
+        return BatchChecks(max_quarantine_ratio=float(ratio),
+                           volume_min_ratio=volume.get("min_ratio"),
+                           volume_max_ratio=volume.get("max_ratio"),
+                           volume_window=int(volume.get("window", 7)))

@@ -1,0 +1,109 @@
+"""Delta Lake I/O shared by every layer: existence, versions, pruned scans, replace-where, MERGE."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse.core.lake import Lake
+
+# Concurrent runs may commit to the same table; delta-rs retries conflicting commits this often.
+COMMIT_RETRIES = 25
+
+
+def commit_properties(**metadata: Any) -> CommitProperties:
+    """Commit properties carrying `metadata` (run id, step) into the Delta log."""
+    return CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items()},
+                            max_commit_retries=COMMIT_RETRIES)
+
+
+def open_table(lake: Lake, uri: str) -> DeltaTable | None:
+    """The Delta table at `uri`, or None if none has been written there yet."""
+    try:
+        return DeltaTable(uri, storage_options=lake.storage_options or None)
+    except TableNotFoundError:
+        return None
+
+
+def table_version(lake: Lake, uri: str) -> int | None:
+    table = open_table(lake, uri)
+    return None if table is None else table.version()
+
+
+def scan(lake: Lake, uri: str, *, partition_column: str | None = None,
+         partitions: Sequence[str] | None = None) -> pl.LazyFrame | None:
+    """A lazy scan of the table, pruned to `partitions` of `partition_column` when given."""
+    table = open_table(lake, uri)
+    if table is None:
+        return None
+    frame = pl.scan_delta(table)
+    if partition_column is not None and partitions is not None:
+        frame = frame.filter(pl.col(partition_column).is_in(list(partitions)))
+    return frame
+
+
+def sql_literal(value: str) -> str:
+    """A single-quoted SQL string literal for a Delta predicate (quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def in_predicate(column: str, values: Sequence[str]) -> str:
+    """`column IN ('a', 'b')` with every value quoted as a literal."""
+    return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
+
+
+def replace_where(lake: Lake, uri: str, data: pl.DataFrame | pl.LazyFrame, predicate: str, *,
+                  partition_by: Sequence[str] | None = None, evolve_schema: bool = True,
+                  **metadata: Any) -> None:
+    """Atomically replace the rows matching `predicate` with `data` (creating the table if needed).
+
+    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent.
+    """
+    options: dict[str, Any] = {"predicate": predicate, "commit_properties": commit_properties(**metadata)}
+    if evolve_schema:
+        options["schema_mode"] = "merge"
+    if partition_by:
+        options["partition_by"] = list(partition_by)
+    so = lake.storage_options or None
+    if isinstance(data, pl.LazyFrame):
+        data.sink_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
+    else:
+        data.write_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
+
+
+def append(lake: Lake, uri: str, data: pl.DataFrame, *, partition_by: Sequence[str] | None = None,
+           **metadata: Any) -> None:
+    """Append rows (system tables); the schema may grow."""
+    if data.is_empty():
+        return
+    write_deltalake(uri, data.to_arrow(), mode="append", schema_mode="merge",
+                    partition_by=list(partition_by) if partition_by else None,
+                    storage_options=lake.storage_options or None,
+                    commit_properties=commit_properties(**metadata))
+
+
+def merge(lake: Lake, uri: str, data: pl.DataFrame, *, predicate: str,
+          update_predicate: str | None = None, partition_by: Sequence[str] | None = None,
+          evolve_schema: bool = False, **metadata: Any) -> dict[str, Any]:
+    """Upsert `data` (alias `s`) into the table (alias `t`): update matches, insert the rest.
+
+    Creates the table on the first write. Returns delta-rs's merge metrics.
+    """
+    table = open_table(lake, uri)
+    if table is None:
+        write_deltalake(uri, data.to_arrow(), mode="append",
+                        partition_by=list(partition_by) if partition_by else None,
+                        storage_options=lake.storage_options or None,
+                        commit_properties=commit_properties(**metadata))
+        return {"num_target_rows_inserted": data.height, "num_target_rows_updated": 0}
+    return (
+        table.merge(data.to_arrow(), predicate=predicate, source_alias="s", target_alias="t",
+                    merge_schema=evolve_schema, commit_properties=commit_properties(**metadata))
+        .when_matched_update_all(predicate=update_predicate)
+        .when_not_matched_insert_all()
+        .execute()
+    )

@@ -1,0 +1,334 @@
+"""Silver: write-audit-publish from bronze to a typed, deduplicated, PII-safe Delta table.
+
+For a set of landing dates (the Dagster partitions of a run), in bounded chunks of dates:
+
+1. read the bronze rows of those dates (partition-pruned);
+2. apply the contract's schema-drift policy, type every column, run the row rules;
+3. write failing rows to `quarantine/<source>` with every reason (replace-where on the dates);
+4. audit each landing date as a batch (quarantine ratio, drift, reconciliation): a date that
+   fails a blocking rule publishes nothing;
+5. dedupe the passing rows on the primary key (latest by the contract's ordering), pseudonymise
+   PII columns, and MERGE them into silver, the MERGE pinned to the event dates the batch touches.
+
+Every bronze row of a date ends in exactly one place: published, quarantined, dropped as a
+duplicate, or held back with its blocked date; `PartitionAudit` counts each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import polars as pl
+
+from lakehouse.core import delta, system
+from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SOURCE_SHA256
+from lakehouse.core.contract import Contract
+from lakehouse.core.lake import Lake
+from lakehouse.core.pii import pseudonymise
+from lakehouse.core.readers import ROW_NUMBER
+from lakehouse.core.validation import ERRORS, RULES, split_rows
+
+log = logging.getLogger(__name__)
+
+EVENT_DATE = "_event_date"
+RESCUED = "_rescued"
+SILVER_LINEAGE = (SOURCE_FILE, ROW_NUMBER, LANDING_DATE)
+"""Lineage kept in silver: deterministic, so replaying a partition leaves rows identical."""
+QUARANTINE_LINEAGE = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, LANDING_DATE)
+
+# Check names, shared by the system tables and the Dagster asset checks.
+CHECK_ROW_RULES = "row_rules"
+CHECK_QUARANTINE_RATIO = "quarantine_ratio"
+CHECK_SCHEMA_DRIFT = "schema_drift"
+CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
+CHECK_RECONCILIATION = "reconciliation"
+SILVER_CHECKS = (CHECK_ROW_RULES, CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT,
+                 CHECK_PRIMARY_KEY_UNIQUE, CHECK_RECONCILIATION)
+BLOCKING_CHECKS = frozenset({CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT, CHECK_PRIMARY_KEY_UNIQUE,
+                             CHECK_RECONCILIATION})
+
+MAX_CHUNK_ROWS = 4_000_000
+"""Silver processes landing dates in chunks of about this many bronze rows: bounded memory."""
+
+
+@dataclass
+class CheckOutcome:
+    """One check on one landing-date partition."""
+
+    check: str
+    partition: str
+    passed: bool
+    rows_checked: int
+    rows_failed: int
+    detail: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.check in BLOCKING_CHECKS
+
+
+@dataclass
+class PartitionAudit:
+    """Where every bronze row of one landing date ended."""
+
+    landing_date: str
+    bronze_rows: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    accepted: int = 0
+    held: int = 0
+    """Valid rows not published because a blocking check failed for this date."""
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+    @property
+    def blocked(self) -> bool:
+        return any(c.blocking and not c.passed for c in self.checks)
+
+
+@dataclass
+class SilverResult:
+    """What one silver run did, per landing date."""
+
+    partitions: dict[str, PartitionAudit] = field(default_factory=dict)
+    samples: dict[str, list[dict]] = field(default_factory=dict)
+    """A few failing rows per check, for the asset check metadata."""
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(p, attr) for p in self.partitions.values())
+
+    @property
+    def blocked_dates(self) -> list[str]:
+        return sorted(d for d, p in self.partitions.items() if p.blocked)
+
+    def outcomes(self, check: str) -> list[CheckOutcome]:
+        return [c for p in self.partitions.values() for c in p.checks if c.check == check]
+
+
+def load_silver(lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str) -> SilverResult:
+    """Promote the bronze rows of `landing_dates` to silver (write-audit-publish)."""
+    result = SilverResult()
+    for chunk in _chunks(lake, contract, sorted(set(landing_dates))):
+        _load_chunk(lake, contract, chunk, run_id, result)
+    system.record_dq_results(lake, _dq_rows(contract, result, run_id))
+    return result
+
+
+def _chunks(lake: Lake, contract: Contract, dates: list[str]) -> list[list[str]]:
+    """Group dates so each chunk holds at most about MAX_CHUNK_ROWS bronze rows."""
+    table = delta.open_table(lake, lake.table_uri("bronze", contract.name))
+    if table is None:
+        return [dates] if dates else []
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    counts = dict(actions.group_by(f"partition.{LANDING_DATE}")
+                  .agg(pl.col("num_records").sum()).iter_rows())
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for date in dates:
+        rows = int(counts.get(date) or 0)
+        if current and size + rows > MAX_CHUNK_ROWS:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(date)
+        size += rows
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _load_chunk(lake: Lake, contract: Contract, dates: list[str], run_id: str,
+                result: SilverResult) -> None:
+    bronze = delta.scan(lake, lake.table_uri("bronze", contract.name),
+                        partition_column=LANDING_DATE, partitions=dates)
+    batch = pl.DataFrame() if bronze is None else bronze.collect()
+    audits = {d: PartitionAudit(d) for d in dates}
+    result.partitions.update(audits)
+    if batch.is_empty():
+        for audit in audits.values():
+            _audit(contract, audit, drift_problems=[])
+            audit.checks.append(CheckOutcome(CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, True, 0, 0))
+            _reconcile(audit)
+        return
+    log.info("silver %s: %d bronze rows over %d landing dates", contract.name, batch.height, len(dates))
+    for date, rows in batch.group_by(LANDING_DATE).len().iter_rows():
+        audits[date].bronze_rows = rows
+
+    batch, drift_problems = _apply_drift_policy(lake, contract, batch, dates)
+    passthrough = [*QUARANTINE_LINEAGE, *([RESCUED] if RESCUED in batch.columns else []),
+                   *_evolved_columns(contract, batch)]
+    split = split_rows(contract, batch, passthrough)
+
+    for date, rows in split.invalid.group_by(LANDING_DATE).len().iter_rows():
+        audits[date].quarantined = rows
+    if split.invalid.height:
+        result.samples[CHECK_ROW_RULES] = split.invalid.head(5).select(
+            SOURCE_FILE, ROW_NUMBER, pl.col(ERRORS).list.join("; ")).to_dicts()
+    _write_quarantine(lake, contract, split.invalid, dates, run_id)
+
+    valid = split.valid.drop(SOURCE_SHA256)
+    for audit in audits.values():
+        _audit(contract, audit, [p for d, p in drift_problems if d == audit.landing_date])
+    blocked = [d for d in dates if audits[d].blocked]
+    held = valid.filter(pl.col(LANDING_DATE).is_in(blocked))
+    for date, rows in held.group_by(LANDING_DATE).len().iter_rows():
+        audits[date].held = rows
+    for date in blocked:
+        log.warning("silver %s: landing date %s blocked; nothing of it is published", contract.name, date)
+
+    candidates = valid.filter(~pl.col(LANDING_DATE).is_in(blocked))
+    publish = _dedupe(contract, candidates)
+    keys_unique = publish.select(contract.primary_key).is_unique().all()
+    kept = dict(publish.group_by(LANDING_DATE).len().iter_rows())
+    for date, rows in candidates.group_by(LANDING_DATE).len().iter_rows():
+        audits[date].accepted = kept.get(date, 0)
+        audits[date].duplicates = rows - kept.get(date, 0)
+    for audit in audits.values():
+        audit.checks.append(CheckOutcome(
+            CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, keys_unique, audit.accepted,
+            0 if keys_unique else audit.accepted,
+            f"one row per key ({', '.join(contract.primary_key)}) after dedupe"))
+        _reconcile(audit)
+    if not keys_unique:  # a dedupe bug must never reach silver
+        log.error("silver %s: duplicate keys after dedupe; nothing is published", contract.name)
+        return
+    _publish(lake, contract, publish, run_id)
+
+
+def _apply_drift_policy(lake: Lake, contract: Contract, batch: pl.DataFrame,
+                        dates: list[str]) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """Handle columns the contract does not know, and required columns a file lacks.
+
+    Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
+    """
+    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS)
+    problems: list[tuple[str, str]] = []
+    ledger = system.latest_ledger(lake, contract.name, dates)
+    required = [c.name for c in contract.columns if not c.nullable]
+    for path, date, columns in ledger.select("path", "landing_date", "columns").iter_rows():
+        missing = [c for c in required if c not in (columns or [])]
+        if missing:
+            problems.append((date, f"file `{path}` lacks required column(s) "
+                                   f"{', '.join(f'`{c}`' for c in missing)}"))
+        extra = [c for c in (columns or []) if c not in known]
+        if extra and contract.schema_drift == "freeze":
+            problems.append((date, f"file `{path}` has column(s) not in the contract "
+                                   f"{', '.join(f'`{c}`' for c in extra)} (schema_drift: freeze)"))
+    extras = [c for c in batch.columns if c not in known]
+    if extras and contract.schema_drift == "rescue":
+        batch = batch.with_columns(
+            pl.struct(extras).map_elements(_rescue_json, return_dtype=pl.String).alias(RESCUED)
+        ).drop(extras)
+    elif contract.schema_drift == "rescue":
+        batch = batch.with_columns(pl.lit(None, pl.String).alias(RESCUED))
+    return batch, problems
+
+
+def _rescue_json(values: dict) -> str | None:
+    kept = {k: v for k, v in values.items() if v is not None}
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
+def _evolved_columns(contract: Contract, batch: pl.DataFrame) -> list[str]:
+    if contract.schema_drift != "evolve":
+        return []
+    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS)
+    return [c for c in batch.columns if c not in known]
+
+
+def _audit(contract: Contract, audit: PartitionAudit, drift_problems: list[str]) -> None:
+    """The blocking batch rules of one landing date (reconciliation comes after the dedupe)."""
+    date, rows = audit.landing_date, audit.bronze_rows
+    ratio = audit.quarantined / rows if rows else 0.0
+    limit = contract.checks.max_quarantine_ratio
+    audit.checks = [
+        CheckOutcome(CHECK_ROW_RULES, date, audit.quarantined == 0, rows, audit.quarantined,
+                     f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined"),
+        CheckOutcome(CHECK_QUARANTINE_RATIO, date, ratio <= limit, rows, audit.quarantined,
+                     f"quarantine ratio {ratio:.4f} (limit {limit})"),
+        CheckOutcome(CHECK_SCHEMA_DRIFT, date, not drift_problems, rows,
+                     rows if drift_problems else 0, "; ".join(drift_problems)),
+    ]
+
+
+def _reconcile(audit: PartitionAudit) -> None:
+    """Every bronze row of the date is accounted for exactly once."""
+    rows = audit.bronze_rows
+    unaccounted = rows - audit.quarantined - audit.duplicates - audit.accepted - audit.held
+    audit.checks.append(CheckOutcome(
+        CHECK_RECONCILIATION, audit.landing_date, unaccounted == 0, rows, abs(unaccounted),
+        f"bronze {rows} = accepted {audit.accepted} + quarantined {audit.quarantined} "
+        f"+ duplicates {audit.duplicates} + held {audit.held}"
+        + (f" (off by {unaccounted})" if unaccounted else "")))
+
+
+def _order_columns(contract: Contract) -> list[str]:
+    """Sort order that makes the last row of a key its latest version."""
+    return [*([contract.ordering] if contract.ordering else []), LANDING_DATE, SOURCE_FILE, ROW_NUMBER]
+
+
+def _dedupe(contract: Contract, valid: pl.DataFrame) -> pl.DataFrame:
+    """One row per primary key: the latest by the contract's ordering, then by landing position."""
+    if valid.is_empty():
+        return valid
+    return (valid.sort(_order_columns(contract), nulls_last=False)
+            .unique(subset=list(contract.primary_key), keep="last", maintain_order=True))
+
+
+def _newer_predicate(columns: list[str]) -> str:
+    """SQL: source row `s` is at least as new as target row `t` in lexicographic order of columns."""
+    head, *rest = columns
+    if not rest:
+        return f"s.{head} >= t.{head}"
+    return f"(s.{head} > t.{head} OR (s.{head} = t.{head} AND {_newer_predicate(rest)}))"
+
+
+def _publish(lake: Lake, contract: Contract, rows: pl.DataFrame, run_id: str) -> None:
+    if rows.is_empty():
+        return
+    rows = pseudonymise(rows, [c.silver_name for c in contract.pii_columns])
+    if contract.event_time:
+        rows = rows.with_columns(pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE))
+    uri = lake.table_uri("silver", contract.name)
+    keys = " AND ".join(f"t.{k} = s.{k}" for k in contract.primary_key)
+    predicate = keys
+    if contract.event_time:
+        event_dates = rows.get_column(EVENT_DATE).unique().sort().to_list()
+        predicate = f"{delta.in_predicate('t.' + EVENT_DATE, event_dates)} AND {keys}"
+    metrics = delta.merge(
+        lake, uri, rows, predicate=predicate,
+        update_predicate=_newer_predicate(_order_columns(contract)),
+        partition_by=[EVENT_DATE] if contract.event_time else None,
+        evolve_schema=contract.schema_drift == "evolve",
+        step="silver publish", run_id=run_id)
+    log.info("silver %s: merged %d rows (%s inserted, %s updated)", contract.name, rows.height,
+             metrics.get("num_target_rows_inserted"), metrics.get("num_target_rows_updated"))
+
+
+def _write_quarantine(lake: Lake, contract: Contract, invalid: pl.DataFrame, dates: list[str],
+                      run_id: str) -> None:
+    """Replace the quarantine rows of `dates` with this run's failures (idempotent per date)."""
+    uri = lake.table_uri("quarantine", contract.name)
+    if invalid.is_empty() and delta.open_table(lake, uri) is None:
+        return
+    rows = invalid.with_columns(
+        pl.lit(run_id).alias("_run_id"),
+        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias("_quarantined_at"),
+        pl.lit(None, pl.Datetime("us")).alias("_replayed_at"),
+    )
+    delta.replace_where(lake, uri, rows, delta.in_predicate(LANDING_DATE, dates),
+                        partition_by=[LANDING_DATE], step="quarantine", run_id=run_id)
+
+
+def _dq_rows(contract: Contract, result: SilverResult, run_id: str) -> list[dict]:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return [
+        {"run_id": run_id, "source": contract.name, "layer": "silver", "partition": c.partition,
+         "check": c.check, "passed": c.passed, "blocking": c.blocking,
+         "rows_checked": c.rows_checked, "rows_failed": c.rows_failed, "detail": c.detail,
+         "checked_at": now}
+        for audit in result.partitions.values() for c in audit.checks
+    ]
