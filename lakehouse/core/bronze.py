@@ -50,19 +50,28 @@ class BronzeResult:
         return out
 
 
-def load_bronze(lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str) -> BronzeResult:
+def load_bronze(
+    lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
+) -> BronzeResult:
     """Load every file landed for `contract` on `landing_dates` into bronze, one commit per file."""
     uri = lake.table_uri("bronze", contract.name)
     files = list_landing_files(lake, contract.name, landing_dates)
     result = BronzeResult()
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     for i, file in enumerate(files, 1):
-        log.info("bronze %s: file %d/%d %s (%d bytes)", contract.name, i, len(files),
-                 file.relative_path, file.size)
+        log.info(
+            "bronze %s: file %d/%d %s (%d bytes)",
+            contract.name,
+            i,
+            len(files),
+            file.relative_path,
+            file.size,
+        )
         loaded, rejected = _load_file(lake, contract, uri, file, run_id, ingested_at)
         if rejected is not None:
-            log.warning("bronze %s: rejected %s: %s", contract.name, file.relative_path,
-                        rejected["reason"])
+            log.warning(
+                "bronze %s: rejected %s: %s", contract.name, file.relative_path, rejected["reason"]
+            )
             result.files_rejected.append(rejected)
         else:
             result.files_loaded.append(loaded)
@@ -70,12 +79,15 @@ def load_bronze(lake: Lake, contract: Contract, landing_dates: Sequence[str], *,
     return result
 
 
-def _load_file(lake: Lake, contract: Contract, uri: str, file: LandingFile, run_id: str,
-               ingested_at: datetime) -> tuple[dict | None, dict | None]:
+def _load_file(
+    lake: Lake, contract: Contract, uri: str, file: LandingFile, run_id: str, ingested_at: datetime
+) -> tuple[dict | None, dict | None]:
     """Load one file; returns (ledger row, None) or, for an unreadable file, (None, rejection)."""
     with fetched(lake, file) as (local_path, sha256):
         try:
-            with landed_frame(local_path, contract.format, display_path=file.relative_path) as frame:
+            with landed_frame(
+                local_path, contract.format, display_path=file.relative_path
+            ) as frame:
                 columns = [c for c in frame.collect_schema().names() if c != ROW_NUMBER]
                 rows = frame.with_columns(
                     pl.col(ROW_NUMBER).cast(pl.Int64),
@@ -85,35 +97,73 @@ def _load_file(lake: Lake, contract: Contract, uri: str, file: LandingFile, run_
                     pl.lit(run_id).alias(RUN_ID),
                     pl.lit(file.landing_date).alias(LANDING_DATE),
                 )
-                predicate = (f"{LANDING_DATE} = {delta.sql_literal(file.landing_date)} AND "
-                             f"{SOURCE_FILE} = {delta.sql_literal(file.relative_path)}")
-                delta.replace_where(lake, uri, rows, predicate, partition_by=[LANDING_DATE],
-                                    step="bronze load", run_id=run_id, file=file.relative_path)
+                predicate = (
+                    f"{LANDING_DATE} = {delta.sql_literal(file.landing_date)} AND "
+                    f"{SOURCE_FILE} = {delta.sql_literal(file.relative_path)}"
+                )
+                delta.replace_where(
+                    lake,
+                    uri,
+                    rows,
+                    predicate,
+                    partition_by=[LANDING_DATE],
+                    step="bronze load",
+                    run_id=run_id,
+                    file=file.relative_path,
+                )
         except LandingFileError as exc:
-            return None, _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=0,
-                                     reason=exc.reason)
+            return None, _ledger_row(
+                file, run_id, ingested_at, sha256=sha256, rows=0, reason=exc.reason
+            )
         except pl.exceptions.PolarsError as exc:  # a defect found mid-file: nothing was committed
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return None, _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=0,
-                                     reason=f"cannot be parsed: {reason}")
+            return None, _ledger_row(
+                file,
+                run_id,
+                ingested_at,
+                sha256=sha256,
+                rows=0,
+                reason=f"cannot be parsed: {reason}",
+            )
     count = bronze_rows(lake, contract.name, [file.landing_date], files=[file.relative_path])
     return _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=count, columns=columns), None
 
 
-def _ledger_row(file: LandingFile, run_id: str, ingested_at: datetime, *, sha256: str | None,
-                rows: int, columns: list[str] | None = None, reason: str | None = None) -> dict:
+def _ledger_row(
+    file: LandingFile,
+    run_id: str,
+    ingested_at: datetime,
+    *,
+    sha256: str | None,
+    rows: int,
+    columns: list[str] | None = None,
+    reason: str | None = None,
+) -> dict:
     return {
-        "source": file.source, "path": file.relative_path, "landing_date": file.landing_date,
-        "size": file.size, "version": file.version, "sha256": sha256, "rows": rows,
-        "columns": columns or [], "run_id": run_id, "ingested_at": ingested_at, "reason": reason,
+        "source": file.source,
+        "path": file.relative_path,
+        "landing_date": file.landing_date,
+        "size": file.size,
+        "version": file.version,
+        "sha256": sha256,
+        "rows": rows,
+        "columns": columns or [],
+        "run_id": run_id,
+        "ingested_at": ingested_at,
+        "reason": reason,
     }
 
 
-def bronze_rows(lake: Lake, source: str, landing_dates: Sequence[str], *,
-                files: Sequence[str] | None = None) -> int:
+def bronze_rows(
+    lake: Lake, source: str, landing_dates: Sequence[str], *, files: Sequence[str] | None = None
+) -> int:
     """Rows in bronze for the given landing dates (and files), read from the pruned partitions."""
-    frame = delta.scan(lake, lake.table_uri("bronze", source), partition_column=LANDING_DATE,
-                       partitions=landing_dates)
+    frame = delta.scan(
+        lake,
+        lake.table_uri("bronze", source),
+        partition_column=LANDING_DATE,
+        partitions=landing_dates,
+    )
     if frame is None:
         return 0
     if files is not None:

@@ -166,8 +166,11 @@ def load_contracts(directory: str | Path | None = None) -> list[Contract]:
     seen: dict[str, str] = {}
     for contract in contracts:
         if contract.name in seen:
-            raise ContractError(contract.path, "name",
-                                f"source `{contract.name}` is already defined in {seen[contract.name]}")
+            raise ContractError(
+                contract.path,
+                "name",
+                f"source `{contract.name}` is already defined in {seen[contract.name]}",
+            )
         seen[contract.name] = contract.path
     by_name = {c.name: c for c in contracts}
     for contract in contracts:
@@ -190,9 +193,24 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
     reader = _Reader(path)
     if not isinstance(raw, dict):
         raise ContractError(path, "<root>", "a contract is a mapping of fields")
-    reader.unknown(raw, "", {"name", "description", "owner", "format", "primary_key", "event_time",
-                             "ordering", "schema_drift", "columns", "checks", "freshness",
-                             "retention"})
+    reader.unknown(
+        raw,
+        "",
+        {
+            "name",
+            "description",
+            "owner",
+            "format",
+            "primary_key",
+            "event_time",
+            "ordering",
+            "schema_drift",
+            "columns",
+            "checks",
+            "freshness",
+            "retention",
+        },
+    )
     name = reader.name(raw, "name")
     columns = tuple(reader.column(c, i) for i, c in enumerate(reader.list(raw, "columns")))
     if not columns:
@@ -215,14 +233,20 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         if key not in silver:
             raise ContractError(path, "primary_key", f"`{key}` is not a column of the contract")
         if silver[key].nullable:
-            raise ContractError(path, "primary_key", f"key column `{key}` must be `nullable: false`")
+            raise ContractError(
+                path, "primary_key", f"key column `{key}` must be `nullable: false`"
+            )
 
     event_time = raw.get("event_time")
     if event_time is not None:
         if event_time not in silver:
-            raise ContractError(path, "event_time", f"`{event_time}` is not a column of the contract")
+            raise ContractError(
+                path, "event_time", f"`{event_time}` is not a column of the contract"
+            )
         if silver[event_time].type not in ("date", "datetime"):
-            raise ContractError(path, "event_time", f"`{event_time}` must be of type date or datetime")
+            raise ContractError(
+                path, "event_time", f"`{event_time}` must be of type date or datetime"
+            )
         if silver[event_time].nullable:
             raise ContractError(path, "event_time", f"`{event_time}` must be `nullable: false`")
     ordering = raw.get("ordering")
@@ -231,7 +255,9 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
 
     drift = raw.get("schema_drift", "rescue")
     if drift not in DRIFT_POLICIES:
-        raise ContractError(path, "schema_drift", f"`{drift}` is not one of {', '.join(DRIFT_POLICIES)}")
+        raise ContractError(
+            path, "schema_drift", f"`{drift}` is not one of {', '.join(DRIFT_POLICIES)}"
+        )
 
     freshness = raw.get("freshness") or {}
     reader.unknown(freshness, "freshness.", {"fail_after", "warn_after"})
@@ -266,11 +292,15 @@ def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> No
             continue
         target = by_name.get(ref.table)
         if target is None:
-            raise ContractError(contract.path, f"columns[{i}].references",
-                                f"source `{ref.table}` has no contract")
+            raise ContractError(
+                contract.path, f"columns[{i}].references", f"source `{ref.table}` has no contract"
+            )
         if ref.column not in target.silver_columns:
-            raise ContractError(contract.path, f"columns[{i}].references",
-                                f"`{ref.table}` has no column `{ref.column}`")
+            raise ContractError(
+                contract.path,
+                f"columns[{i}].references",
+                f"`{ref.table}` has no column `{ref.column}`",
+            )
 
 
 class _Reader:
@@ -287,8 +317,9 @@ class _Reader:
             raise self.fail(prefix.rstrip(".") or "<root>", "must be a mapping")
         for key in raw:
             if key not in allowed:
-                raise self.fail(f"{prefix}{key}",
-                                f"unknown field; allowed here: {', '.join(sorted(allowed))}")
+                raise self.fail(
+                    f"{prefix}{key}", f"unknown field; allowed here: {', '.join(sorted(allowed))}"
+                )
 
     def text(self, raw: Mapping[str, Any], key: str, field_name: str | None = None) -> str:
         value = raw.get(key)
@@ -299,8 +330,9 @@ class _Reader:
     def name(self, raw: Mapping[str, Any], key: str, field_name: str | None = None) -> str:
         value = self.text(raw, key, field_name)
         if not _NAME.match(value):
-            raise self.fail(field_name or key,
-                            f"`{value}` must be lowercase letters, digits and underscores")
+            raise self.fail(
+                field_name or key, f"`{value}` must be lowercase letters, digits and underscores"
+            )
         return value
 
     def list(self, raw: Mapping[str, Any], key: str) -> list[Any]:
@@ -321,21 +353,36 @@ class _Reader:
         where = f"columns[{i}]"
         if not isinstance(raw, Mapping):
             raise self.fail(where, "a column is a mapping with at least `name` and `type`")
-        self.unknown(raw, f"{where}.", {"name", "type", "nullable", "description", "pii", "rename",
-                                        "format", "checks", "references"})
+        self.unknown(
+            raw,
+            f"{where}.",
+            {
+                "name",
+                "type",
+                "nullable",
+                "description",
+                "pii",
+                "rename",
+                "format",
+                "checks",
+                "references",
+            },
+        )
         name = self.text(raw, "name", f"{where}.name")
         type_name = self.text(raw, "type", f"{where}.type")
         try:
             polars_type(type_name)
         except ValueError:
-            raise self.fail(f"{where}.type",
-                            f"unknown type `{type_name}`; types are {', '.join(TYPE_NAMES)}") from None
+            raise self.fail(
+                f"{where}.type", f"unknown type `{type_name}`; types are {', '.join(TYPE_NAMES)}"
+            ) from None
         rename = raw.get("rename")
         if rename is not None:
             rename = self.name(raw, "rename", f"{where}.rename")
         elif not _NAME.match(name):
-            raise self.fail(f"{where}.name",
-                            f"`{name}` is not a valid silver column name; add `rename:`")
+            raise self.fail(
+                f"{where}.name", f"`{name}` is not a valid silver column name; add `rename:`"
+            )
         nullable = raw.get("nullable", True)
         if not isinstance(nullable, bool):
             raise self.fail(f"{where}.nullable", "must be true or false")
@@ -358,9 +405,17 @@ class _Reader:
                 raise self.fail(f"{where}.references", f"`{ref}` must be `<source>.<column>`")
             table, column = ref.split(".")
             references = Reference(table, column)
-        return Column(name=name, type=type_name, nullable=nullable,
-                      description=str(raw.get("description") or ""), pii=pii, rename=rename,
-                      format=raw.get("format"), checks=dict(checks), references=references)
+        return Column(
+            name=name,
+            type=type_name,
+            nullable=nullable,
+            description=str(raw.get("description") or ""),
+            pii=pii,
+            rename=rename,
+            format=raw.get("format"),
+            checks=dict(checks),
+            references=references,
+        )
 
     def file_format(self, raw: Mapping[str, Any]) -> FileFormat:
         self.unknown(raw, "format.", {"type", "delimiter", "quote_char", "null_values"})
@@ -368,9 +423,12 @@ class _Reader:
         if kind not in FORMATS:
             raise self.fail("format.type", f"`{kind}` is not one of {', '.join(FORMATS)}")
         null_values = raw.get("null_values", [""])
-        return FileFormat(type=kind, delimiter=str(raw.get("delimiter", ",")),
-                          quote_char=str(raw.get("quote_char", '"')),
-                          null_values=tuple(str(v) for v in null_values))
+        return FileFormat(
+            type=kind,
+            delimiter=str(raw.get("delimiter", ",")),
+            quote_char=str(raw.get("quote_char", '"')),
+            null_values=tuple(str(v) for v in null_values),
+        )
 
     def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
         self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume"})
@@ -379,7 +437,9 @@ class _Reader:
             raise self.fail("checks.max_quarantine_ratio", "must be a number between 0 and 1")
         volume = raw.get("volume") or {}
         self.unknown(volume, "checks.volume.", {"min_ratio", "max_ratio", "window"})
-        return BatchChecks(max_quarantine_ratio=float(ratio),
-                           volume_min_ratio=volume.get("min_ratio"),
-                           volume_max_ratio=volume.get("max_ratio"),
-                           volume_window=int(volume.get("window", 7)))
+        return BatchChecks(
+            max_quarantine_ratio=float(ratio),
+            volume_min_ratio=volume.get("min_ratio"),
+            volume_max_ratio=volume.get("max_ratio"),
+            volume_window=int(volume.get("window", 7)),
+        )

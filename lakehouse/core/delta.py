@@ -17,8 +17,9 @@ COMMIT_RETRIES = 25
 
 def commit_properties(**metadata: Any) -> CommitProperties:
     """Commit properties carrying `metadata` (run id, step) into the Delta log."""
-    return CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items()},
-                            max_commit_retries=COMMIT_RETRIES)
+    return CommitProperties(
+        custom_metadata={k: str(v) for k, v in metadata.items()}, max_commit_retries=COMMIT_RETRIES
+    )
 
 
 def open_table(lake: Lake, uri: str) -> DeltaTable | None:
@@ -34,8 +35,13 @@ def table_version(lake: Lake, uri: str) -> int | None:
     return None if table is None else table.version()
 
 
-def scan(lake: Lake, uri: str, *, partition_column: str | None = None,
-         partitions: Sequence[str] | None = None) -> pl.LazyFrame | None:
+def scan(
+    lake: Lake,
+    uri: str,
+    *,
+    partition_column: str | None = None,
+    partitions: Sequence[str] | None = None,
+) -> pl.LazyFrame | None:
     """A lazy scan of the table, pruned to `partitions` of `partition_column` when given."""
     table = open_table(lake, uri)
     if table is None:
@@ -56,14 +62,24 @@ def in_predicate(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
-def replace_where(lake: Lake, uri: str, data: pl.DataFrame | pl.LazyFrame, predicate: str, *,
-                  partition_by: Sequence[str] | None = None, evolve_schema: bool = True,
-                  **metadata: Any) -> None:
+def replace_where(
+    lake: Lake,
+    uri: str,
+    data: pl.DataFrame | pl.LazyFrame,
+    predicate: str,
+    *,
+    partition_by: Sequence[str] | None = None,
+    evolve_schema: bool = True,
+    **metadata: Any,
+) -> None:
     """Atomically replace the rows matching `predicate` with `data` (creating the table if needed).
 
     Every row of `data` must satisfy `predicate`; replaying the same data is idempotent.
     """
-    options: dict[str, Any] = {"predicate": predicate, "commit_properties": commit_properties(**metadata)}
+    options: dict[str, Any] = {
+        "predicate": predicate,
+        "commit_properties": commit_properties(**metadata),
+    }
     if evolve_schema:
         options["schema_mode"] = "merge"
     if partition_by:
@@ -75,35 +91,74 @@ def replace_where(lake: Lake, uri: str, data: pl.DataFrame | pl.LazyFrame, predi
         data.write_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
 
 
-def append(lake: Lake, uri: str, data: pl.DataFrame, *, partition_by: Sequence[str] | None = None,
-           **metadata: Any) -> None:
+def append(
+    lake: Lake,
+    uri: str,
+    data: pl.DataFrame,
+    *,
+    partition_by: Sequence[str] | None = None,
+    **metadata: Any,
+) -> None:
     """Append rows (system tables); the schema may grow."""
     if data.is_empty():
         return
-    write_deltalake(uri, data.to_arrow(), mode="append", schema_mode="merge",
-                    partition_by=list(partition_by) if partition_by else None,
-                    storage_options=lake.storage_options or None,
-                    commit_properties=commit_properties(**metadata))
+    write_deltalake(
+        uri,
+        data.to_arrow(),
+        mode="append",
+        schema_mode="merge",
+        partition_by=list(partition_by) if partition_by else None,
+        storage_options=lake.storage_options or None,
+        commit_properties=commit_properties(**metadata),
+    )
 
 
-def merge(lake: Lake, uri: str, data: pl.DataFrame, *, predicate: str,
-          update_predicate: str | None = None, partition_by: Sequence[str] | None = None,
-          evolve_schema: bool = False, **metadata: Any) -> dict[str, Any]:
+def merge(
+    lake: Lake,
+    uri: str,
+    data: pl.DataFrame,
+    *,
+    predicate: str,
+    update_predicate: str | None = None,
+    partition_by: Sequence[str] | None = None,
+    evolve_schema: bool = False,
+    **metadata: Any,
+) -> dict[str, Any]:
     """Upsert `data` (alias `s`) into the table (alias `t`): update matches, insert the rest.
 
     Creates the table on the first write. Returns delta-rs's merge metrics.
     """
     table = open_table(lake, uri)
     if table is None:
-        write_deltalake(uri, data.to_arrow(), mode="append",
-                        partition_by=list(partition_by) if partition_by else None,
-                        storage_options=lake.storage_options or None,
-                        commit_properties=commit_properties(**metadata))
+        write_deltalake(
+            uri,
+            data.to_arrow(),
+            mode="append",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=lake.storage_options or None,
+            commit_properties=commit_properties(**metadata),
+        )
         return {"num_target_rows_inserted": data.height, "num_target_rows_updated": 0}
     return (
-        table.merge(data.to_arrow(), predicate=predicate, source_alias="s", target_alias="t",
-                    merge_schema=evolve_schema, commit_properties=commit_properties(**metadata))
+        table.merge(
+            data.to_arrow(),
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            merge_schema=evolve_schema,
+            commit_properties=commit_properties(**metadata),
+        )
         .when_matched_update_all(predicate=update_predicate)
         .when_not_matched_insert_all()
         .execute()
     )
+
+
+def table_stats(lake: Lake, uri: str) -> tuple[int, int] | None:
+    """(row count, version) of the table from its log alone (no data file is read)."""
+    table = open_table(lake, uri)
+    if table is None:
+        return None
+    actions = table.get_add_actions(flatten=True)
+    rows = sum(v for v in actions.column("num_records").to_pylist() if v is not None)
+    return int(rows), table.version()

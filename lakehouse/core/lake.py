@@ -66,10 +66,15 @@ class Lake:
             raise ConfigError(msg)
         options: dict[str, str] = {}
         if root.startswith("s3://"):
-            options = {key: os.environ[env] for env, key in _S3_ENV_OPTIONS.items() if env in os.environ}
+            options = {
+                key: os.environ[env] for env, key in _S3_ENV_OPTIONS.items() if env in os.environ
+            }
             options.setdefault("aws_region", "us-east-1")
-        return cls(root=root, storage_options=options,
-                   warehouse_path=os.environ.get("LAKEHOUSE_WAREHOUSE", ""))
+        return cls(
+            root=root,
+            storage_options=options,
+            warehouse_path=os.environ.get("LAKEHOUSE_WAREHOUSE", ""),
+        )
 
     @property
     def is_s3(self) -> bool:

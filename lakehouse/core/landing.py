@@ -40,16 +40,15 @@ class LandingFile:
         return f"{self.source}/{self.landing_date}/{self.name}"
 
 
-def list_landing_files(lake: Lake, source: str, dates: Iterable[str] | None = None) -> list[LandingFile]:
+def list_landing_files(
+    lake: Lake, source: str, dates: Iterable[str] | None = None
+) -> list[LandingFile]:
     """Every landed file of `source` (optionally only the given landing dates), sorted by path.
 
     Hidden files and files still being written (`.tmp`, `.part`, leading `.` or `_`) are skipped.
     """
     wanted = set(dates) if dates is not None else None
-    if lake.is_s3:
-        files = _list_s3(lake, source, wanted)
-    else:
-        files = _list_local(lake, source, wanted)
+    files = _list_s3(lake, source, wanted) if lake.is_s3 else _list_local(lake, source, wanted)
     return sorted(files, key=lambda f: (f.landing_date, f.name))
 
 
@@ -70,8 +69,11 @@ def _list_local(lake: Lake, source: str, wanted: set[str] | None) -> list[Landin
         for entry in os.scandir(day_dir):
             if entry.is_file() and _is_visible(entry.name):
                 stat = entry.stat()
-                files.append(LandingFile(source, date, entry.name, entry.path, stat.st_size,
-                                         str(stat.st_mtime_ns)))
+                files.append(
+                    LandingFile(
+                        source, date, entry.name, entry.path, stat.st_size, str(stat.st_mtime_ns)
+                    )
+                )
     return files
 
 
@@ -104,11 +106,19 @@ def _list_s3(lake: Lake, source: str, wanted: set[str] | None) -> list[LandingFi
     for pfx in prefixes:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=pfx):
             for obj in page.get("Contents", []):
-                parts = obj["Key"][len(prefix) + 1:].split("/")
+                parts = obj["Key"][len(prefix) + 1 :].split("/")
                 if len(parts) != 2 or not _DATE_DIR.match(parts[0]) or not _is_visible(parts[1]):
                     continue
-                files.append(LandingFile(source, parts[0], parts[1], f"s3://{bucket}/{obj['Key']}",
-                                         obj["Size"], obj["ETag"].strip('"')))
+                files.append(
+                    LandingFile(
+                        source,
+                        parts[0],
+                        parts[1],
+                        f"s3://{bucket}/{obj['Key']}",
+                        obj["Size"],
+                        obj["ETag"].strip('"'),
+                    )
+                )
     return files
 
 

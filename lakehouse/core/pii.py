@@ -26,13 +26,18 @@ def pseudonym(value: str, key: bytes | None = None) -> str:
     return hmac.new(key or pii_key(), value.encode(), hashlib.sha256).hexdigest()
 
 
-def pseudonymise(frame: pl.DataFrame, columns: Iterable[str], key: bytes | None = None) -> pl.DataFrame:
+def pseudonymise(
+    frame: pl.DataFrame, columns: Iterable[str], key: bytes | None = None
+) -> pl.DataFrame:
     """Replace each value of `columns` by its pseudonym (nulls stay null); hashes each distinct value once."""
     key = key or pii_key()
     replacements = []
     for column in columns:
         distinct = frame.get_column(column).drop_nulls().cast(pl.String).unique()
         mapping = {v: pseudonym(v, key) for v in distinct.to_list()}
-        replacements.append(pl.col(column).cast(pl.String)
-                            .replace_strict(mapping, default=None, return_dtype=pl.String))
+        replacements.append(
+            pl.col(column)
+            .cast(pl.String)
+            .replace_strict(mapping, default=None, return_dtype=pl.String)
+        )
     return frame.with_columns(replacements) if replacements else frame

@@ -55,9 +55,16 @@ def _decompressed(path: Path, display_path: str) -> Iterator[Path]:
 def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
     kind = fmt.type
     if kind == "csv":
-        return pl.scan_csv(path, infer_schema=False, separator=fmt.delimiter,
-                           quote_char=fmt.quote_char or None, null_values=list(fmt.null_values),
-                           row_index_name=ROW_NUMBER, row_index_offset=1, raise_if_empty=True)
+        return pl.scan_csv(
+            path,
+            infer_schema=False,
+            separator=fmt.delimiter,
+            quote_char=fmt.quote_char or None,
+            null_values=list(fmt.null_values),
+            row_index_name=ROW_NUMBER,
+            row_index_offset=1,
+            raise_if_empty=True,
+        )
     if kind == "parquet":
         frame = pl.scan_parquet(path)
     elif kind == "ndjson":

@@ -59,9 +59,10 @@ def seed(lake: Lake, *, days: int = 21, raw_dir: Path | None = None) -> SeedResu
         raise LakehouseError(msg)
     with tempfile.TemporaryDirectory(prefix="lakehouse-seed-") as tmp:
         raw = raw_dir or generate_jaffle_shop(Path(tmp), days)
-        tables = {name: pl.read_csv(raw / f"raw_{name}.csv", infer_schema=False)
-                  for name in ("customers", "orders", "items", "products", "stores", "supplies",
-                               "tweets")}
+        tables = {
+            name: pl.read_csv(raw / f"raw_{name}.csv", infer_schema=False)
+            for name in ("customers", "orders", "items", "products", "stores", "supplies", "tweets")
+        }
         return deliver(lake, tables, days=days, staging=Path(tmp))
 
 
@@ -76,7 +77,9 @@ def deliver(lake: Lake, tables: dict[str, pl.DataFrame], *, days: int, staging: 
     by_day = {
         "orders": orders,
         "items": tables["items"].join(order_day, on="order_id", how="inner"),
-        "tweets": tables["tweets"].with_columns(_day("tweeted_at")).filter(pl.col("_day") <= last_day),
+        "tweets": tables["tweets"]
+        .with_columns(_day("tweeted_at"))
+        .filter(pl.col("_day") <= last_day),
         "customers": tables["customers"].join(first_order, on="id", how="inner"),
     }
     for name in SNAPSHOT_SOURCES:
@@ -88,8 +91,9 @@ def deliver(lake: Lake, tables: dict[str, pl.DataFrame], *, days: int, staging: 
         columns = [c for c in tables[source].columns]
         files[source] = 0
         rows[source] = frame.height
-        for (day,), part in frame.sort("_day").partition_by("_day", as_dict=True,
-                                                           maintain_order=True).items():
+        for (day,), part in (
+            frame.sort("_day").partition_by("_day", as_dict=True, maintain_order=True).items()
+        ):
             local = staging / f"{source}-{day}.csv"
             part.select(columns).write_csv(local)
             write_landing_file(lake, source, day.isoformat(), f"{source}.csv", local)
@@ -103,9 +107,11 @@ def _day(column: str) -> pl.Expr:
     return pl.col(column).str.slice(0, 10).str.to_date("%Y-%m-%d").alias("_day")
 
 
-def clear_landing(lake: Lake) -> None:
-    """Remove a local landing zone (used by `lakehouse seed --fresh`)."""
+def clear_local_root(lake: Lake) -> None:
+    """Delete a local root's landing zone, lake and warehouse (`lakehouse seed --fresh`)."""
     if lake.is_s3:
-        msg = "--fresh clears only a local landing zone; empty the S3 prefix yourself"
+        msg = "--fresh clears only a local data root; empty the S3 prefix yourself"
         raise LakehouseError(msg)
     shutil.rmtree(lake.landing_root, ignore_errors=True)
+    shutil.rmtree(f"{lake.root}/lake", ignore_errors=True)
+    Path(lake.warehouse_path).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.pii import pseudonymise
 from lakehouse.core.readers import ROW_NUMBER
-from lakehouse.core.validation import ERRORS, RULES, split_rows
+from lakehouse.core.validation import ERRORS, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,16 @@ CHECK_QUARANTINE_RATIO = "quarantine_ratio"
 CHECK_SCHEMA_DRIFT = "schema_drift"
 CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
 CHECK_RECONCILIATION = "reconciliation"
-SILVER_CHECKS = (CHECK_ROW_RULES, CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT,
-                 CHECK_PRIMARY_KEY_UNIQUE, CHECK_RECONCILIATION)
-BLOCKING_CHECKS = frozenset({CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT, CHECK_PRIMARY_KEY_UNIQUE,
-                             CHECK_RECONCILIATION})
+SILVER_CHECKS = (
+    CHECK_ROW_RULES,
+    CHECK_QUARANTINE_RATIO,
+    CHECK_SCHEMA_DRIFT,
+    CHECK_PRIMARY_KEY_UNIQUE,
+    CHECK_RECONCILIATION,
+)
+BLOCKING_CHECKS = frozenset(
+    {CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT, CHECK_PRIMARY_KEY_UNIQUE, CHECK_RECONCILIATION}
+)
 
 MAX_CHUNK_ROWS = 4_000_000
 """Silver processes landing dates in chunks of about this many bronze rows: bounded memory."""
@@ -108,7 +114,9 @@ class SilverResult:
         return [c for p in self.partitions.values() for c in p.checks if c.check == check]
 
 
-def load_silver(lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str) -> SilverResult:
+def load_silver(
+    lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
+) -> SilverResult:
     """Promote the bronze rows of `landing_dates` to silver (write-audit-publish)."""
     result = SilverResult()
     for chunk in _chunks(lake, contract, sorted(set(landing_dates))):
@@ -123,8 +131,9 @@ def _chunks(lake: Lake, contract: Contract, dates: list[str]) -> list[list[str]]
     if table is None:
         return [dates] if dates else []
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    counts = dict(actions.group_by(f"partition.{LANDING_DATE}")
-                  .agg(pl.col("num_records").sum()).iter_rows())
+    counts = dict(
+        actions.group_by(f"partition.{LANDING_DATE}").agg(pl.col("num_records").sum()).iter_rows()
+    )
     chunks: list[list[str]] = []
     current: list[str] = []
     size = 0
@@ -140,33 +149,48 @@ def _chunks(lake: Lake, contract: Contract, dates: list[str]) -> list[list[str]]
     return chunks
 
 
-def _load_chunk(lake: Lake, contract: Contract, dates: list[str], run_id: str,
-                result: SilverResult) -> None:
-    bronze = delta.scan(lake, lake.table_uri("bronze", contract.name),
-                        partition_column=LANDING_DATE, partitions=dates)
+def _load_chunk(
+    lake: Lake, contract: Contract, dates: list[str], run_id: str, result: SilverResult
+) -> None:
+    bronze = delta.scan(
+        lake,
+        lake.table_uri("bronze", contract.name),
+        partition_column=LANDING_DATE,
+        partitions=dates,
+    )
     batch = pl.DataFrame() if bronze is None else bronze.collect()
     audits = {d: PartitionAudit(d) for d in dates}
     result.partitions.update(audits)
     if batch.is_empty():
         for audit in audits.values():
             _audit(contract, audit, drift_problems=[])
-            audit.checks.append(CheckOutcome(CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, True, 0, 0))
+            audit.checks.append(
+                CheckOutcome(CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, True, 0, 0)
+            )
             _reconcile(audit)
         return
-    log.info("silver %s: %d bronze rows over %d landing dates", contract.name, batch.height, len(dates))
+    log.info(
+        "silver %s: %d bronze rows over %d landing dates", contract.name, batch.height, len(dates)
+    )
     for date, rows in batch.group_by(LANDING_DATE).len().iter_rows():
         audits[date].bronze_rows = rows
 
     batch, drift_problems = _apply_drift_policy(lake, contract, batch, dates)
-    passthrough = [*QUARANTINE_LINEAGE, *([RESCUED] if RESCUED in batch.columns else []),
-                   *_evolved_columns(contract, batch)]
+    passthrough = [
+        *QUARANTINE_LINEAGE,
+        *([RESCUED] if RESCUED in batch.columns else []),
+        *_evolved_columns(contract, batch),
+    ]
     split = split_rows(contract, batch, passthrough)
 
     for date, rows in split.invalid.group_by(LANDING_DATE).len().iter_rows():
         audits[date].quarantined = rows
     if split.invalid.height:
-        result.samples[CHECK_ROW_RULES] = split.invalid.head(5).select(
-            SOURCE_FILE, ROW_NUMBER, pl.col(ERRORS).list.join("; ")).to_dicts()
+        result.samples[CHECK_ROW_RULES] = (
+            split.invalid.head(5)
+            .select(SOURCE_FILE, ROW_NUMBER, pl.col(ERRORS).list.join("; "))
+            .to_dicts()
+        )
     _write_quarantine(lake, contract, split.invalid, dates, run_id)
 
     valid = split.valid.drop(SOURCE_SHA256)
@@ -177,7 +201,9 @@ def _load_chunk(lake: Lake, contract: Contract, dates: list[str], run_id: str,
     for date, rows in held.group_by(LANDING_DATE).len().iter_rows():
         audits[date].held = rows
     for date in blocked:
-        log.warning("silver %s: landing date %s blocked; nothing of it is published", contract.name, date)
+        log.warning(
+            "silver %s: landing date %s blocked; nothing of it is published", contract.name, date
+        )
 
     candidates = valid.filter(~pl.col(LANDING_DATE).is_in(blocked))
     publish = _dedupe(contract, candidates)
@@ -187,10 +213,16 @@ def _load_chunk(lake: Lake, contract: Contract, dates: list[str], run_id: str,
         audits[date].accepted = kept.get(date, 0)
         audits[date].duplicates = rows - kept.get(date, 0)
     for audit in audits.values():
-        audit.checks.append(CheckOutcome(
-            CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, keys_unique, audit.accepted,
-            0 if keys_unique else audit.accepted,
-            f"one row per key ({', '.join(contract.primary_key)}) after dedupe"))
+        audit.checks.append(
+            CheckOutcome(
+                CHECK_PRIMARY_KEY_UNIQUE,
+                audit.landing_date,
+                keys_unique,
+                audit.accepted,
+                0 if keys_unique else audit.accepted,
+                f"one row per key ({', '.join(contract.primary_key)}) after dedupe",
+            )
+        )
         _reconcile(audit)
     if not keys_unique:  # a dedupe bug must never reach silver
         log.error("silver %s: duplicate keys after dedupe; nothing is published", contract.name)
@@ -198,8 +230,9 @@ def _load_chunk(lake: Lake, contract: Contract, dates: list[str], run_id: str,
     _publish(lake, contract, publish, run_id)
 
 
-def _apply_drift_policy(lake: Lake, contract: Contract, batch: pl.DataFrame,
-                        dates: list[str]) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+def _apply_drift_policy(
+    lake: Lake, contract: Contract, batch: pl.DataFrame, dates: list[str]
+) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     """Handle columns the contract does not know, and required columns a file lacks.
 
     Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
@@ -211,12 +244,22 @@ def _apply_drift_policy(lake: Lake, contract: Contract, batch: pl.DataFrame,
     for path, date, columns in ledger.select("path", "landing_date", "columns").iter_rows():
         missing = [c for c in required if c not in (columns or [])]
         if missing:
-            problems.append((date, f"file `{path}` lacks required column(s) "
-                                   f"{', '.join(f'`{c}`' for c in missing)}"))
+            problems.append(
+                (
+                    date,
+                    f"file `{path}` lacks required column(s) "
+                    f"{', '.join(f'`{c}`' for c in missing)}",
+                )
+            )
         extra = [c for c in (columns or []) if c not in known]
         if extra and contract.schema_drift == "freeze":
-            problems.append((date, f"file `{path}` has column(s) not in the contract "
-                                   f"{', '.join(f'`{c}`' for c in extra)} (schema_drift: freeze)"))
+            problems.append(
+                (
+                    date,
+                    f"file `{path}` has column(s) not in the contract "
+                    f"{', '.join(f'`{c}`' for c in extra)} (schema_drift: freeze)",
+                )
+            )
     extras = [c for c in batch.columns if c not in known]
     if extras and contract.schema_drift == "rescue":
         batch = batch.with_columns(
@@ -245,12 +288,30 @@ def _audit(contract: Contract, audit: PartitionAudit, drift_problems: list[str])
     ratio = audit.quarantined / rows if rows else 0.0
     limit = contract.checks.max_quarantine_ratio
     audit.checks = [
-        CheckOutcome(CHECK_ROW_RULES, date, audit.quarantined == 0, rows, audit.quarantined,
-                     f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined"),
-        CheckOutcome(CHECK_QUARANTINE_RATIO, date, ratio <= limit, rows, audit.quarantined,
-                     f"quarantine ratio {ratio:.4f} (limit {limit})"),
-        CheckOutcome(CHECK_SCHEMA_DRIFT, date, not drift_problems, rows,
-                     rows if drift_problems else 0, "; ".join(drift_problems)),
+        CheckOutcome(
+            CHECK_ROW_RULES,
+            date,
+            audit.quarantined == 0,
+            rows,
+            audit.quarantined,
+            f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined",
+        ),
+        CheckOutcome(
+            CHECK_QUARANTINE_RATIO,
+            date,
+            ratio <= limit,
+            rows,
+            audit.quarantined,
+            f"quarantine ratio {ratio:.4f} (limit {limit})",
+        ),
+        CheckOutcome(
+            CHECK_SCHEMA_DRIFT,
+            date,
+            not drift_problems,
+            rows,
+            rows if drift_problems else 0,
+            "; ".join(drift_problems),
+        ),
     ]
 
 
@@ -258,24 +319,37 @@ def _reconcile(audit: PartitionAudit) -> None:
     """Every bronze row of the date is accounted for exactly once."""
     rows = audit.bronze_rows
     unaccounted = rows - audit.quarantined - audit.duplicates - audit.accepted - audit.held
-    audit.checks.append(CheckOutcome(
-        CHECK_RECONCILIATION, audit.landing_date, unaccounted == 0, rows, abs(unaccounted),
-        f"bronze {rows} = accepted {audit.accepted} + quarantined {audit.quarantined} "
-        f"+ duplicates {audit.duplicates} + held {audit.held}"
-        + (f" (off by {unaccounted})" if unaccounted else "")))
+    audit.checks.append(
+        CheckOutcome(
+            CHECK_RECONCILIATION,
+            audit.landing_date,
+            unaccounted == 0,
+            rows,
+            abs(unaccounted),
+            f"bronze {rows} = accepted {audit.accepted} + quarantined {audit.quarantined} "
+            f"+ duplicates {audit.duplicates} + held {audit.held}"
+            + (f" (off by {unaccounted})" if unaccounted else ""),
+        )
+    )
 
 
 def _order_columns(contract: Contract) -> list[str]:
     """Sort order that makes the last row of a key its latest version."""
-    return [*([contract.ordering] if contract.ordering else []), LANDING_DATE, SOURCE_FILE, ROW_NUMBER]
+    return [
+        *([contract.ordering] if contract.ordering else []),
+        LANDING_DATE,
+        SOURCE_FILE,
+        ROW_NUMBER,
+    ]
 
 
 def _dedupe(contract: Contract, valid: pl.DataFrame) -> pl.DataFrame:
     """One row per primary key: the latest by the contract's ordering, then by landing position."""
     if valid.is_empty():
         return valid
-    return (valid.sort(_order_columns(contract), nulls_last=False)
-            .unique(subset=list(contract.primary_key), keep="last", maintain_order=True))
+    return valid.sort(_order_columns(contract), nulls_last=False).unique(
+        subset=list(contract.primary_key), keep="last", maintain_order=True
+    )
 
 
 def _newer_predicate(columns: list[str]) -> str:
@@ -291,7 +365,9 @@ def _publish(lake: Lake, contract: Contract, rows: pl.DataFrame, run_id: str) ->
         return
     rows = pseudonymise(rows, [c.silver_name for c in contract.pii_columns])
     if contract.event_time:
-        rows = rows.with_columns(pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE))
+        rows = rows.with_columns(
+            pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE)
+        )
     uri = lake.table_uri("silver", contract.name)
     keys = " AND ".join(f"t.{k} = s.{k}" for k in contract.primary_key)
     predicate = keys
@@ -299,17 +375,28 @@ def _publish(lake: Lake, contract: Contract, rows: pl.DataFrame, run_id: str) ->
         event_dates = rows.get_column(EVENT_DATE).unique().sort().to_list()
         predicate = f"{delta.in_predicate('t.' + EVENT_DATE, event_dates)} AND {keys}"
     metrics = delta.merge(
-        lake, uri, rows, predicate=predicate,
+        lake,
+        uri,
+        rows,
+        predicate=predicate,
         update_predicate=_newer_predicate(_order_columns(contract)),
         partition_by=[EVENT_DATE] if contract.event_time else None,
         evolve_schema=contract.schema_drift == "evolve",
-        step="silver publish", run_id=run_id)
-    log.info("silver %s: merged %d rows (%s inserted, %s updated)", contract.name, rows.height,
-             metrics.get("num_target_rows_inserted"), metrics.get("num_target_rows_updated"))
+        step="silver publish",
+        run_id=run_id,
+    )
+    log.info(
+        "silver %s: merged %d rows (%s inserted, %s updated)",
+        contract.name,
+        rows.height,
+        metrics.get("num_target_rows_inserted"),
+        metrics.get("num_target_rows_updated"),
+    )
 
 
-def _write_quarantine(lake: Lake, contract: Contract, invalid: pl.DataFrame, dates: list[str],
-                      run_id: str) -> None:
+def _write_quarantine(
+    lake: Lake, contract: Contract, invalid: pl.DataFrame, dates: list[str], run_id: str
+) -> None:
     """Replace the quarantine rows of `dates` with this run's failures (idempotent per date)."""
     uri = lake.table_uri("quarantine", contract.name)
     if invalid.is_empty() and delta.open_table(lake, uri) is None:
@@ -319,16 +406,33 @@ def _write_quarantine(lake: Lake, contract: Contract, invalid: pl.DataFrame, dat
         pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias("_quarantined_at"),
         pl.lit(None, pl.Datetime("us")).alias("_replayed_at"),
     )
-    delta.replace_where(lake, uri, rows, delta.in_predicate(LANDING_DATE, dates),
-                        partition_by=[LANDING_DATE], step="quarantine", run_id=run_id)
+    delta.replace_where(
+        lake,
+        uri,
+        rows,
+        delta.in_predicate(LANDING_DATE, dates),
+        partition_by=[LANDING_DATE],
+        step="quarantine",
+        run_id=run_id,
+    )
 
 
 def _dq_rows(contract: Contract, result: SilverResult, run_id: str) -> list[dict]:
     now = datetime.now(UTC).replace(tzinfo=None)
     return [
-        {"run_id": run_id, "source": contract.name, "layer": "silver", "partition": c.partition,
-         "check": c.check, "passed": c.passed, "blocking": c.blocking,
-         "rows_checked": c.rows_checked, "rows_failed": c.rows_failed, "detail": c.detail,
-         "checked_at": now}
-        for audit in result.partitions.values() for c in audit.checks
+        {
+            "run_id": run_id,
+            "source": contract.name,
+            "layer": "silver",
+            "partition": c.partition,
+            "check": c.check,
+            "passed": c.passed,
+            "blocking": c.blocking,
+            "rows_checked": c.rows_checked,
+            "rows_failed": c.rows_failed,
+            "detail": c.detail,
+            "checked_at": now,
+        }
+        for audit in result.partitions.values()
+        for c in audit.checks
     ]

@@ -1,8 +1,8 @@
 """System tables beside the layers: what was loaded from where, and every check's counts.
 
-    _system/ingest_ledger    one row per landed file loaded into bronze (path, size, sha256, rows)
-    _system/rejected_files   one row per landed file that could not be read at all, with the reason
-    _system/dq_results       one row per run x partition x check, with counts
+_system/ingest_ledger    one row per landed file loaded into bronze (path, size, sha256, rows)
+_system/rejected_files   one row per landed file that could not be read at all, with the reason
+_system/dq_results       one row per run x partition x check, with counts
 """
 
 from __future__ import annotations
@@ -19,14 +19,30 @@ REJECTED_FILES = "rejected_files"
 DQ_RESULTS = "dq_results"
 
 _LEDGER_SCHEMA = {
-    "source": pl.String, "path": pl.String, "landing_date": pl.String, "size": pl.Int64,
-    "version": pl.String, "sha256": pl.String, "rows": pl.Int64, "columns": pl.List(pl.String),
-    "run_id": pl.String, "ingested_at": pl.Datetime("us"), "reason": pl.String,
+    "source": pl.String,
+    "path": pl.String,
+    "landing_date": pl.String,
+    "size": pl.Int64,
+    "version": pl.String,
+    "sha256": pl.String,
+    "rows": pl.Int64,
+    "columns": pl.List(pl.String),
+    "run_id": pl.String,
+    "ingested_at": pl.Datetime("us"),
+    "reason": pl.String,
 }
 _DQ_SCHEMA = {
-    "run_id": pl.String, "source": pl.String, "layer": pl.String, "partition": pl.String,
-    "check": pl.String, "passed": pl.Boolean, "blocking": pl.Boolean, "rows_checked": pl.Int64,
-    "rows_failed": pl.Int64, "detail": pl.String, "checked_at": pl.Datetime("us"),
+    "run_id": pl.String,
+    "source": pl.String,
+    "layer": pl.String,
+    "partition": pl.String,
+    "check": pl.String,
+    "passed": pl.Boolean,
+    "blocking": pl.Boolean,
+    "rows_checked": pl.Int64,
+    "rows_failed": pl.Int64,
+    "detail": pl.String,
+    "checked_at": pl.Datetime("us"),
 }
 
 
@@ -56,6 +72,10 @@ def latest_ledger(lake: Lake, source: str, landing_dates: Sequence[str]) -> pl.D
     frame = delta.scan(lake, lake.table_uri("_system", INGEST_LEDGER))
     if frame is None:
         return pl.DataFrame(schema=_LEDGER_SCHEMA)
-    return (frame.filter(pl.col("source") == source,
-                         pl.col("landing_date").is_in(list(landing_dates)))
-            .sort("ingested_at").group_by("path").last().collect())
+    return (
+        frame.filter(pl.col("source") == source, pl.col("landing_date").is_in(list(landing_dates)))
+        .sort("ingested_at")
+        .group_by("path")
+        .last()
+        .collect()
+    )

@@ -31,8 +31,13 @@ def cast_expr(column: Column) -> pl.Expr:
         return pl.col(column.name)
     if column.type == "boolean":
         lower = raw.str.to_lowercase()
-        return (pl.when(lower.is_in(_TRUE)).then(True)
-                .when(lower.is_in(_FALSE)).then(False).otherwise(None))
+        return (
+            pl.when(lower.is_in(_TRUE))
+            .then(True)
+            .when(lower.is_in(_FALSE))
+            .then(False)
+            .otherwise(None)
+        )
     if column.type == "date":
         return raw.str.to_date(column.format or "%Y-%m-%d", strict=False)
     if column.type == "datetime":
@@ -47,9 +52,14 @@ def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
     for col in contract.columns:
         checks = []
         spec = col.checks
-        for name, factory in (("ge", pa.Check.ge), ("gt", pa.Check.gt), ("le", pa.Check.le),
-                              ("lt", pa.Check.lt), ("isin", pa.Check.isin),
-                              ("str_matches", pa.Check.str_matches)):
+        for name, factory in (
+            ("ge", pa.Check.ge),
+            ("gt", pa.Check.gt),
+            ("le", pa.Check.le),
+            ("lt", pa.Check.lt),
+            ("isin", pa.Check.isin),
+            ("str_matches", pa.Check.str_matches),
+        ):
             if name in spec:
                 checks.append(factory(spec[name]))
         if "str_length" in spec:
@@ -79,43 +89,62 @@ def split_rows(contract: Contract, batch: pl.DataFrame, passthrough: list[str]) 
         if col.name not in landed.columns:
             landed = landed.with_columns(pl.lit(None, pl.String).alias(col.name))
     typed_name = {c.silver_name: f"__typed_{c.silver_name}" for c in contract.columns}
-    work = landed.with_columns(cast_expr(c).alias(typed_name[c.silver_name]) for c in contract.columns)
-    typed = work.select(_ROW_ID, *[pl.col(typed_name[c.silver_name]).alias(c.silver_name)
-                                   for c in contract.columns])
+    work = landed.with_columns(
+        cast_expr(c).alias(typed_name[c.silver_name]) for c in contract.columns
+    )
+    typed = work.select(
+        _ROW_ID, *[pl.col(typed_name[c.silver_name]).alias(c.silver_name) for c in contract.columns]
+    )
 
     # Cast failures: a value was given but is not of the contract's type.
     cast_errors = [
-        pl.when(pl.col(c.name).is_not_null() & pl.col(typed_name[c.silver_name]).is_null())
-        .then(pl.format("column `{}`: `{}` is not a valid {}", pl.lit(c.name), pl.col(c.name),
-                        pl.lit(c.type)))
-        for c in contract.columns if c.type != "string"
+        pl.when(pl.col(c.name).is_not_null() & pl.col(typed_name[c.silver_name]).is_null()).then(
+            pl.format(
+                "column `{}`: `{}` is not a valid {}",
+                pl.lit(c.name),
+                pl.col(c.name),
+                pl.lit(c.type),
+            )
+        )
+        for c in contract.columns
+        if c.type != "string"
     ]
     errors = work.select(
         _ROW_ID,
-        pl.concat_list(cast_errors).list.drop_nulls().alias(ERRORS) if cast_errors
+        pl.concat_list(cast_errors).list.drop_nulls().alias(ERRORS)
+        if cast_errors
         else pl.lit([], pl.List(pl.String)).alias(ERRORS),
     )
     cast_failed = errors.filter(pl.col(ERRORS).list.len() > 0).with_columns(
-        pl.col(ERRORS).list.eval(pl.lit("castable")).alias(RULES))
+        pl.col(ERRORS).list.eval(pl.lit("castable")).alias(RULES)
+    )
 
     candidates = typed.join(cast_failed.select(_ROW_ID), on=_ROW_ID, how="anti")
     rule_failures = _pandera_failures(contract, candidates)
     failures = pl.concat([cast_failed.select(_ROW_ID, RULES, ERRORS), rule_failures])
     failures = failures.group_by(_ROW_ID).agg(
         pl.col(RULES).list.explode(keep_nulls=False, empty_as_null=False),
-        pl.col(ERRORS).list.explode(keep_nulls=False, empty_as_null=False))
+        pl.col(ERRORS).list.explode(keep_nulls=False, empty_as_null=False),
+    )
 
     bad_ids = failures.get_column(_ROW_ID)
-    valid = (typed.filter(~pl.col(_ROW_ID).is_in(bad_ids.implode()))
-             .join(landed.select(_ROW_ID, *passthrough), on=_ROW_ID).drop(_ROW_ID))
-    invalid = (landed.join(failures, on=_ROW_ID).sort(_ROW_ID)
-               .select(*contract.landed_columns, *passthrough, RULES, ERRORS))
+    valid = (
+        typed.filter(~pl.col(_ROW_ID).is_in(bad_ids.implode()))
+        .join(landed.select(_ROW_ID, *passthrough), on=_ROW_ID)
+        .drop(_ROW_ID)
+    )
+    invalid = (
+        landed.join(failures, on=_ROW_ID)
+        .sort(_ROW_ID)
+        .select(*contract.landed_columns, *passthrough, RULES, ERRORS)
+    )
     return RowSplit(valid=valid, invalid=invalid)
 
 
 def _pandera_failures(contract: Contract, typed: pl.DataFrame) -> pl.DataFrame:
-    empty = pl.DataFrame(schema={_ROW_ID: pl.UInt32, RULES: pl.List(pl.String),
-                                 ERRORS: pl.List(pl.String)})
+    empty = pl.DataFrame(
+        schema={_ROW_ID: pl.UInt32, RULES: pl.List(pl.String), ERRORS: pl.List(pl.String)}
+    )
     if typed.is_empty():
         return empty
     try:
@@ -126,12 +155,19 @@ def _pandera_failures(contract: Contract, typed: pl.DataFrame) -> pl.DataFrame:
         return empty
     cases = cases.filter(pl.col("index").is_not_null())
     positions = typed.select(_ROW_ID).with_row_index("index")
-    return (cases.with_columns(pl.col("index").cast(pl.UInt32))
-            .join(positions, on="index")
-            .select(
-                _ROW_ID,
-                pl.format("{}:{}", pl.col("column"), pl.col("check")).alias("rule"),
-                pl.format("column `{}`: value `{}` fails `{}`", pl.col("column"),
-                          pl.col("failure_case").fill_null("null"), pl.col("check")).alias("error"),
-            )
-            .group_by(_ROW_ID).agg(pl.col("rule").alias(RULES), pl.col("error").alias(ERRORS)))
+    return (
+        cases.with_columns(pl.col("index").cast(pl.UInt32))
+        .join(positions, on="index")
+        .select(
+            _ROW_ID,
+            pl.format("{}:{}", pl.col("column"), pl.col("check")).alias("rule"),
+            pl.format(
+                "column `{}`: value `{}` fails `{}`",
+                pl.col("column"),
+                pl.col("failure_case").fill_null("null"),
+                pl.col("check"),
+            ).alias("error"),
+        )
+        .group_by(_ROW_ID)
+        .agg(pl.col("rule").alias(RULES), pl.col("error").alias(ERRORS))
+    )

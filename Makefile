@@ -1,0 +1,41 @@
+# The README's commands. Everything installs itself into .venv with uv from the committed lock.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(PYTHON) -m uv
+export DAGSTER_HOME := $(CURDIR)/.dagster
+export UV_LINK_MODE := copy
+
+.PHONY: install demo test dev bench lint clean
+
+install: $(VENV)/.installed .dagster/dagster.yaml
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+.dagster/dagster.yaml: dagster.yaml
+	@mkdir -p .dagster
+	@ln -sf ../dagster.yaml $@
+
+demo: install  ## seed three weeks of Jaffle Shop deliveries and materialize everything
+	$(BIN)/lakehouse seed --days 21 --fresh
+	$(BIN)/lakehouse materialize
+
+test: install  ## every test, including the S3, PostgreSQL and daemon ones
+	$(BIN)/pytest
+
+dev: install  ## the Dagster UI on http://127.0.0.1:3000, with the daemon
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install  ## benchmarks: writes bench/results/
+	$(UV) sync --frozen --group bench
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf data .dagster dbt/target dbt/logs

@@ -1,0 +1,14 @@
+with
+
+source as (
+    select * from {{ source('silver', 'customers') }}
+),
+
+renamed as (
+    select
+        id as customer_id,
+        name as customer_name_pseudonym
+    from source
+)
+
+select * from renamed

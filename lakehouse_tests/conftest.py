@@ -1,0 +1,61 @@
+"""Shared fixtures: Jaffle Shop data generated once per session, a lake materialized once."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from lakehouse.core.lake import Lake
+from lakehouse.core.seed import SeedResult, generate_jaffle_shop, seed
+from lakehouse.defs.gold import dbt_resource
+from lakehouse.defs.resources import LakeResource
+
+DAYS = 10
+
+
+@pytest.fixture(scope="session")
+def jaffle_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One year of raw jafgen output, generated once per test session."""
+    return generate_jaffle_shop(tmp_path_factory.mktemp("jafgen"), days=DAYS)
+
+
+@dataclass
+class Materialized:
+    lake: Lake
+    seeded: SeedResult
+    results: list[dg.ExecuteInProcessResult]
+    instance: dg.DagsterInstance
+
+
+def resources_for(lake: Lake) -> dict:
+    return {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
+
+
+def materialize_all(lake: Lake, instance: dg.DagsterInstance, dates: list[str] | None = None):
+    from lakehouse.definitions import defs
+    from lakehouse.defs.runs import materialize_landed
+
+    return materialize_landed(
+        defs, lake, instance=instance, resources=resources_for(lake), dates=dates
+    )
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory: pytest.TempPathFactory, jaffle_raw: Path) -> Materialized:
+    """A lake seeded with DAYS days of deliveries and materialized end to end through Dagster."""
+    root = tmp_path_factory.mktemp("lake")
+    lake = Lake(str(root))
+    seeded = seed(lake, days=DAYS, raw_dir=jaffle_raw)
+    instance = dg.DagsterInstance.ephemeral()
+    results = materialize_all(lake, instance)
+    return Materialized(lake, seeded, results, instance)
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
