@@ -19,7 +19,7 @@ from lakehouse.core.contract import Contract
 from lakehouse.core.errors import LandingFileError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
-from lakehouse.core.readers import ROW_NUMBER, landed_frame
+from lakehouse.core.readers import READER_COLUMNS, ROW_NUMBER, landed_frame
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,12 @@ def _load_file(
     with fetched(lake, file) as (local_path, sha256):
         try:
             with landed_frame(
-                local_path, contract.format, display_path=file.relative_path
+                local_path,
+                contract.format,
+                display_path=file.relative_path,
+                columns=contract.landed_columns,
             ) as frame:
-                columns = [c for c in frame.collect_schema().names() if c != ROW_NUMBER]
+                columns = [c for c in frame.collect_schema().names() if c not in READER_COLUMNS]
                 rows = frame.with_columns(
                     pl.col(ROW_NUMBER).cast(pl.Int64),
                     pl.lit(file.relative_path).alias(SOURCE_FILE),

@@ -301,6 +301,12 @@ def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> No
                 f"columns[{i}].references",
                 f"`{ref.table}` has no column `{ref.column}`",
             )
+        if target.column(ref.column).is_pii:
+            raise ContractError(
+                contract.path,
+                f"columns[{i}].references",
+                f"`{ref.table}.{ref.column}` is PII (pseudonymised in silver): not a key to check",
+            )
 
 
 class _Reader:

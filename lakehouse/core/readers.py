@@ -2,15 +2,28 @@
 
 Bronze keeps what arrived; typing happens in silver under the contract. Every reader returns a
 LazyFrame whose columns are all `String`, plus `_row_number` (1-based data row in the file).
+
+A line that cannot be parsed (wrong field count, unclosed quote, invalid UTF-8, a broken JSON
+record) does not sink its file: it becomes a row whose landed columns are null, with the line as
+delivered in `_raw_line` and the reason in `_parse_error` (both columns exist only when the file
+has such a line). Silver quarantines those rows. A file that cannot be read at all (binary
+content, broken compression, wrong format, mostly unparseable) raises `LandingFileError`.
+
+Clean files take the fast path: one cheap vectorised pass over the lines proves every line has
+the header's field count and balanced quotes, then polars scans the file. Only a file with a
+suspicious line is parsed record by record in Python.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -19,18 +32,40 @@ from lakehouse.core.contract import FileFormat
 from lakehouse.core.errors import LandingFileError
 
 ROW_NUMBER = "_row_number"
+RAW_LINE = "_raw_line"
+PARSE_ERROR = "_parse_error"
+READER_COLUMNS = (ROW_NUMBER, RAW_LINE, PARSE_ERROR)
+"""Columns a reader adds; every other column of its frame is a landed column."""
+
+MAX_QUOTED_LINES = 100
+"""A quoted field may span at most this many physical lines before its quote counts as unclosed."""
+_SNIFF_BYTES = 8192
 
 
 @contextmanager
-def landed_frame(path: Path, fmt: FileFormat, *, display_path: str) -> Iterator[pl.LazyFrame]:
+def landed_frame(
+    path: Path,
+    fmt: FileFormat,
+    *,
+    display_path: str,
+    columns: Sequence[str] | None = None,
+) -> Iterator[pl.LazyFrame]:
     """Yield the file's rows as strings; a file that cannot be read raises LandingFileError.
 
     Gzip files (`*.gz`) are decompressed to a temporary file first so the scan still streams.
-    The header (or first record) is read eagerly, so an unreadable file fails here, not later.
+    `columns` (the contract's landed columns) lets a CSV whose header shares none of them be
+    rejected as the wrong format instead of loading rows no rule could ever accept.
     """
     with _decompressed(path, display_path) as plain:
+        if fmt.type != "parquet":
+            _reject_binary(plain, display_path)
         try:
-            frame = _scan(plain, fmt)
+            if fmt.type == "csv":
+                frame = _read_csv(plain, fmt, display_path, columns)
+            elif fmt.type == "ndjson":
+                frame = _read_ndjson(plain, display_path)
+            else:
+                frame = _scan(plain, fmt)
             frame.collect_schema()
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
             raise LandingFileError(display_path, _reason(exc)) from exc
@@ -50,6 +85,15 @@ def _decompressed(path: Path, display_path: str) -> Iterator[Path]:
         except (OSError, EOFError) as exc:
             raise LandingFileError(display_path, f"broken gzip compression: {exc}") from exc
         yield plain
+
+
+def _reject_binary(path: Path, display_path: str) -> None:
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise LandingFileError(display_path, "the file is empty")
+    if b"\x00" in head:
+        raise LandingFileError(display_path, "binary content (NUL bytes): not a text file")
 
 
 def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
@@ -72,6 +116,229 @@ def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
     else:  # a JSON array of records
         frame = pl.read_json(path).lazy()
     return frame.select(pl.all().cast(pl.String)).with_row_index(ROW_NUMBER, offset=1)
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+
+def _read_csv(
+    path: Path, fmt: FileFormat, display_path: str, columns: Sequence[str] | None
+) -> pl.LazyFrame:
+    header = _csv_header(path, fmt, display_path)
+    if columns and not set(header) & set(columns):
+        shown = ", ".join(f"`{c}`" for c in header[:5])
+        raise LandingFileError(
+            display_path,
+            f"header ({shown}) has none of the contract's columns: wrong format or no header",
+        )
+    if _csv_is_clean(path, fmt, len(header)):
+        return _scan(path, fmt)
+    parsed = _parse_csv_carefully(path, fmt, header)
+    parsed.reject_if_mostly_bad(display_path, "csv")
+    return parsed.frame(header)
+
+
+def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
+    with path.open("rb") as fh:
+        first = fh.readline().rstrip(b"\r\n")
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LandingFileError(display_path, f"the header is not valid UTF-8: {exc}") from exc
+    header = next(csv.reader([text], delimiter=fmt.delimiter, quotechar=fmt.quote_char or '"'))
+    if not header or not any(h.strip() for h in header):
+        raise LandingFileError(display_path, "the header line is empty")
+    if len(set(header)) != len(header):
+        raise LandingFileError(display_path, "the header names a column twice")
+    return header
+
+
+def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
+    """One vectorised pass: every line has the header's field count and balanced quotes."""
+    line = pl.col("line")
+    delimiters = line.str.count_matches(fmt.delimiter, literal=True)
+    quotes = line.str.count_matches(fmt.quote_char, literal=True) if fmt.quote_char else pl.lit(0)
+    try:
+        suspect = (
+            pl.scan_lines(path)
+            .slice(1)
+            .with_columns(line.str.strip_chars_end("\r"))
+            .filter(line.str.strip_chars() != "")
+            .with_columns(delimiters.alias("d"), quotes.alias("q"))
+            .filter((pl.col("q") > 0) | (pl.col("d") != n_fields - 1))
+            .collect()
+        )
+    except pl.exceptions.PolarsError:  # invalid UTF-8 somewhere
+        return False
+    if suspect.is_empty():
+        return True
+    if (suspect.get_column("q") == 0).any() or (suspect.get_column("q") % 2 == 1).any():
+        return False
+    # Quoted lines may hold delimiters inside quotes: count their fields properly.
+    reader = csv.reader(
+        suspect.get_column("line").to_list(),
+        delimiter=fmt.delimiter,
+        quotechar=fmt.quote_char,
+        strict=True,
+    )
+    try:
+        return all(len(fields) == n_fields for fields in reader)
+    except csv.Error:
+        return False
+
+
+@dataclass
+class _Parsed:
+    """Records of one file parsed one by one: good rows and unparseable lines."""
+
+    rows: list[dict[str, str | None]]
+    row_numbers: list[int]
+    bad: list[tuple[int, str, str]]
+    """(row number, raw line, reason) of each line that could not be parsed."""
+
+    def reject_if_mostly_bad(self, display_path: str, kind: str) -> None:
+        total = len(self.rows) + len(self.bad)
+        if len(self.bad) >= 2 and len(self.bad) * 2 > total:
+            raise LandingFileError(
+                display_path,
+                f"{len(self.bad)} of {total} records cannot be parsed "
+                f"(first: {self.bad[0][2]}): not a {kind} file",
+            )
+
+    def frame(self, columns: Sequence[str]) -> pl.LazyFrame:
+        good = pl.DataFrame(
+            {
+                ROW_NUMBER: self.row_numbers,
+                **{c: [r.get(c) for r in self.rows] for c in columns},
+            },
+            schema={ROW_NUMBER: pl.Int64, **dict.fromkeys(columns, pl.String)},
+        )
+        frames = [good]
+        if self.bad:
+            frames.append(
+                pl.DataFrame(
+                    self.bad,
+                    schema={ROW_NUMBER: pl.Int64, RAW_LINE: pl.String, PARSE_ERROR: pl.String},
+                    orient="row",
+                )
+            )
+        return pl.concat(frames, how="diagonal").sort(ROW_NUMBER).lazy()
+
+
+def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str]) -> _Parsed:
+    quote = fmt.quote_char
+    nulls = set(fmt.null_values)
+    lines = path.read_bytes().split(b"\n")
+    parsed = _Parsed([], [], [])
+    i, row = 1, 0
+    while i < len(lines):
+        raw = lines[i].rstrip(b"\r")
+        if not raw.strip():
+            i += 1
+            continue
+        row += 1
+        text = _decode(raw)
+        if text is None:
+            parsed.bad.append((row, _shown(raw), "invalid UTF-8"))
+            i += 1
+            continue
+        end = i
+        if quote:  # a quoted field may span lines: join until the quotes balance
+            while (
+                text.count(quote) % 2 == 1 and end + 1 < len(lines) and end - i < MAX_QUOTED_LINES
+            ):
+                following = _decode(lines[end + 1].rstrip(b"\r"))
+                if following is None:
+                    break
+                end += 1
+                text += "\n" + following
+        fields, reason = _split_record(text, fmt, len(header))
+        if reason is not None and end > i:  # joining did not help: the first line is the defect
+            end = i
+            text = _decode(raw) or ""
+            reason = "unclosed quote"
+        if reason is not None:
+            parsed.bad.append((row, text, reason))
+            i = end + 1
+            continue
+        parsed.rows.append(
+            {h: (None if v in nulls else v) for h, v in zip(header, fields, strict=True)}
+        )
+        parsed.row_numbers.append(row)
+        i = end + 1
+    return parsed
+
+
+def _split_record(text: str, fmt: FileFormat, n_fields: int) -> tuple[list[str], str | None]:
+    quote = fmt.quote_char
+    if quote and text.count(quote) % 2 == 1:
+        return [], "unclosed quote"
+    try:
+        fields = next(csv.reader([text], delimiter=fmt.delimiter, quotechar=quote, strict=True))
+    except csv.Error as exc:
+        return [], f"malformed quoting: {exc}"
+    if len(fields) != n_fields:
+        return fields, f"{len(fields)} fields, the header has {n_fields}"
+    return fields, None
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _shown(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+# --- NDJSON -------------------------------------------------------------------------------------
+
+
+def _read_ndjson(path: Path, display_path: str) -> pl.LazyFrame:
+    try:
+        frame = _scan(path, FileFormat(type="ndjson"))
+        frame.collect_schema()
+        frame.select(pl.len()).collect()
+        return frame
+    except pl.exceptions.PolarsError:
+        pass
+    parsed = _Parsed([], [], [])
+    columns: dict[str, None] = {}
+    row = 0
+    for raw in path.read_bytes().split(b"\n"):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        row += 1
+        text = _decode(raw)
+        if text is None:
+            parsed.bad.append((row, _shown(raw), "invalid UTF-8"))
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            parsed.bad.append((row, text, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(record, dict):
+            parsed.bad.append((row, text, "a JSON record must be an object"))
+            continue
+        columns.update(dict.fromkeys(record))
+        parsed.rows.append({k: _json_text(v) for k, v in record.items()})
+        parsed.row_numbers.append(row)
+    parsed.reject_if_mostly_bad(display_path, "ndjson")
+    return parsed.frame(list(columns))
+
+
+def _json_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def _reason(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,8 +30,8 @@ from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SO
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.pii import pseudonymise
-from lakehouse.core.readers import ROW_NUMBER
-from lakehouse.core.validation import ERRORS, split_rows
+from lakehouse.core.readers import PARSE_ERROR, RAW_LINE, ROW_NUMBER
+from lakehouse.core.validation import ERRORS, RULES, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,39 @@ RESCUED = "_rescued"
 SILVER_LINEAGE = (SOURCE_FILE, ROW_NUMBER, LANDING_DATE)
 """Lineage kept in silver: deterministic, so replaying a partition leaves rows identical."""
 QUARANTINE_LINEAGE = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, LANDING_DATE)
+RUN_ID = "_run_id"
+QUARANTINED_AT = "_quarantined_at"
+REPLAY_RUN_ID = "_replay_run_id"
+REPLAYED_AT = "_replayed_at"
 
 # Check names, shared by the system tables and the Dagster asset checks.
 CHECK_ROW_RULES = "row_rules"
+CHECK_REFERENCES = "references"
+CHECK_VOLUME = "volume"
 CHECK_QUARANTINE_RATIO = "quarantine_ratio"
 CHECK_SCHEMA_DRIFT = "schema_drift"
 CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
 CHECK_RECONCILIATION = "reconciliation"
 SILVER_CHECKS = (
     CHECK_ROW_RULES,
+    CHECK_REFERENCES,
     CHECK_QUARANTINE_RATIO,
+    CHECK_VOLUME,
     CHECK_SCHEMA_DRIFT,
     CHECK_PRIMARY_KEY_UNIQUE,
     CHECK_RECONCILIATION,
 )
 BLOCKING_CHECKS = frozenset(
-    {CHECK_QUARANTINE_RATIO, CHECK_SCHEMA_DRIFT, CHECK_PRIMARY_KEY_UNIQUE, CHECK_RECONCILIATION}
+    {
+        CHECK_QUARANTINE_RATIO,
+        CHECK_VOLUME,
+        CHECK_SCHEMA_DRIFT,
+        CHECK_PRIMARY_KEY_UNIQUE,
+        CHECK_RECONCILIATION,
+    }
 )
+VOLUME_MIN_HISTORY = 3
+"""The volume check needs this many earlier landing dates with rows before it judges a date."""
 
 MAX_CHUNK_ROWS = 4_000_000
 """Silver processes landing dates in chunks of about this many bronze rows: bounded memory."""
@@ -82,7 +99,10 @@ class PartitionAudit:
     """Where every bronze row of one landing date ended."""
 
     landing_date: str
+    landed: int = 0
+    """Rows the ingest ledger recorded for the date's loaded files."""
     bronze_rows: int = 0
+    references_failed: int = 0
     quarantined: int = 0
     duplicates: int = 0
     accepted: int = 0
@@ -119,21 +139,31 @@ def load_silver(
 ) -> SilverResult:
     """Promote the bronze rows of `landing_dates` to silver (write-audit-publish)."""
     result = SilverResult()
-    for chunk in _chunks(lake, contract, sorted(set(landing_dates))):
-        _load_chunk(lake, contract, chunk, run_id, result)
+    counts = _bronze_counts(lake, contract)
+    for chunk in _chunks(counts, sorted(set(landing_dates))):
+        _load_chunk(lake, contract, chunk, run_id, result, counts)
     system.record_dq_results(lake, _dq_rows(contract, result, run_id))
     return result
 
 
-def _chunks(lake: Lake, contract: Contract, dates: list[str]) -> list[list[str]]:
-    """Group dates so each chunk holds at most about MAX_CHUNK_ROWS bronze rows."""
+def _bronze_counts(lake: Lake, contract: Contract) -> dict[str, int]:
+    """Bronze rows per landing date, from the Delta log alone."""
     table = delta.open_table(lake, lake.table_uri("bronze", contract.name))
     if table is None:
-        return [dates] if dates else []
+        return {}
     actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    counts = dict(
-        actions.group_by(f"partition.{LANDING_DATE}").agg(pl.col("num_records").sum()).iter_rows()
-    )
+    if actions.is_empty():
+        return {}
+    return {
+        d: int(n or 0)
+        for d, n in actions.group_by(f"partition.{LANDING_DATE}")
+        .agg(pl.col("num_records").sum())
+        .iter_rows()
+    }
+
+
+def _chunks(counts: dict[str, int], dates: list[str]) -> list[list[str]]:
+    """Group dates so each chunk holds at most about MAX_CHUNK_ROWS bronze rows."""
     chunks: list[list[str]] = []
     current: list[str] = []
     size = 0
@@ -150,7 +180,12 @@ def _chunks(lake: Lake, contract: Contract, dates: list[str]) -> list[list[str]]
 
 
 def _load_chunk(
-    lake: Lake, contract: Contract, dates: list[str], run_id: str, result: SilverResult
+    lake: Lake,
+    contract: Contract,
+    dates: list[str],
+    run_id: str,
+    result: SilverResult,
+    counts: dict[str, int],
 ) -> None:
     bronze = delta.scan(
         lake,
@@ -163,7 +198,7 @@ def _load_chunk(
     result.partitions.update(audits)
     if batch.is_empty():
         for audit in audits.values():
-            _audit(contract, audit, drift_problems=[])
+            _audit(contract, audit, drift_problems=[], counts=counts)
             audit.checks.append(
                 CheckOutcome(CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, True, 0, 0)
             )
@@ -175,27 +210,37 @@ def _load_chunk(
     for date, rows in batch.group_by(LANDING_DATE).len().iter_rows():
         audits[date].bronze_rows = rows
 
-    batch, drift_problems = _apply_drift_policy(lake, contract, batch, dates)
+    batch, drift_problems = _apply_drift_policy(lake, contract, batch, dates, audits)
+    if RAW_LINE not in batch.columns:
+        batch = batch.with_columns(pl.lit(None, pl.String).alias(RAW_LINE))
     passthrough = [
         *QUARANTINE_LINEAGE,
+        RAW_LINE,
         *([RESCUED] if RESCUED in batch.columns else []),
         *_evolved_columns(contract, batch),
     ]
-    split = split_rows(contract, batch, passthrough)
+    split = split_rows(
+        contract, batch, passthrough, known_values=known_values(lake, contract, batch)
+    )
 
-    for date, rows in split.invalid.group_by(LANDING_DATE).len().iter_rows():
+    invalid = split.invalid
+    is_fk = pl.col(RULES).list.eval(pl.element().str.ends_with(":references")).list.any()
+    for date, rows, fk in invalid.group_by(LANDING_DATE).agg(pl.len(), is_fk.sum()).iter_rows():
         audits[date].quarantined = rows
-    if split.invalid.height:
-        result.samples[CHECK_ROW_RULES] = (
-            split.invalid.head(5)
-            .select(SOURCE_FILE, ROW_NUMBER, pl.col(ERRORS).list.join("; "))
-            .to_dicts()
-        )
-    _write_quarantine(lake, contract, split.invalid, dates, run_id)
+        audits[date].references_failed = fk
+    _sample(result, CHECK_ROW_RULES, invalid)
+    _sample(result, CHECK_QUARANTINE_RATIO, invalid)
+    _sample(result, CHECK_REFERENCES, invalid.filter(is_fk))
+    _write_quarantine(lake, contract, invalid, dates, run_id)
 
-    valid = split.valid.drop(SOURCE_SHA256)
+    valid = split.valid.drop(SOURCE_SHA256, RAW_LINE)
     for audit in audits.values():
-        _audit(contract, audit, [p for d, p in drift_problems if d == audit.landing_date])
+        _audit(
+            contract,
+            audit,
+            [p for d, p in drift_problems if d == audit.landing_date],
+            counts=counts,
+        )
     blocked = [d for d in dates if audits[d].blocked]
     held = valid.filter(pl.col(LANDING_DATE).is_in(blocked))
     for date, rows in held.group_by(LANDING_DATE).len().iter_rows():
@@ -230,16 +275,67 @@ def _load_chunk(
     _publish(lake, contract, publish, run_id)
 
 
+def _sample(result: SilverResult, check: str, invalid: pl.DataFrame) -> None:
+    if invalid.height:
+        result.samples[check] = (
+            invalid.head(5)
+            .select(
+                SOURCE_FILE,
+                ROW_NUMBER,
+                pl.col(RULES).list.join(", ").alias("rules"),
+                pl.col(ERRORS).list.join("; ").alias("errors"),
+            )
+            .to_dicts()
+        )
+
+
+def known_values(lake: Lake, contract: Contract, batch: pl.DataFrame) -> dict[str, pl.Series]:
+    """For each column with `references`: the batch's values that its referenced silver table holds.
+
+    Only the batch's distinct values are looked up; an absent referenced table holds none.
+    """
+    out: dict[str, pl.Series] = {}
+    for col in contract.columns:
+        ref = col.references
+        if ref is None:
+            continue
+        wanted = (
+            batch.get_column(col.name).drop_nulls().unique()
+            if col.name in batch.columns
+            else pl.Series([], dtype=pl.String)
+        )
+        frame = delta.scan(lake, lake.table_uri("silver", ref.table))
+        if frame is None or wanted.is_empty():
+            out[col.silver_name] = pl.Series([], dtype=col.dtype)
+            continue
+        out[col.silver_name] = (
+            frame.select(pl.col(ref.column).cast(pl.String))
+            .filter(pl.col(ref.column).is_in(wanted.implode()))
+            .unique()
+            .collect()
+            .get_column(ref.column)
+            .cast(col.dtype, strict=False)
+        )
+    return out
+
+
 def _apply_drift_policy(
-    lake: Lake, contract: Contract, batch: pl.DataFrame, dates: list[str]
+    lake: Lake,
+    contract: Contract,
+    batch: pl.DataFrame,
+    dates: list[str],
+    audits: dict[str, PartitionAudit],
 ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     """Handle columns the contract does not know, and required columns a file lacks.
 
     Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
+    Also records the rows the ledger counted per date (`PartitionAudit.landed`).
     """
-    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS)
+    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
     problems: list[tuple[str, str]] = []
     ledger = system.latest_ledger(lake, contract.name, dates)
+    for date, rows in ledger.group_by("landing_date").agg(pl.col("rows").sum()).iter_rows():
+        audits[date].landed = int(rows or 0)
     required = [c.name for c in contract.columns if not c.nullable]
     for path, date, columns in ledger.select("path", "landing_date", "columns").iter_rows():
         missing = [c for c in required if c not in (columns or [])]
@@ -278,12 +374,18 @@ def _rescue_json(values: dict) -> str | None:
 def _evolved_columns(contract: Contract, batch: pl.DataFrame) -> list[str]:
     if contract.schema_drift != "evolve":
         return []
-    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS)
+    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
     return [c for c in batch.columns if c not in known]
 
 
-def _audit(contract: Contract, audit: PartitionAudit, drift_problems: list[str]) -> None:
-    """The blocking batch rules of one landing date (reconciliation comes after the dedupe)."""
+def _audit(
+    contract: Contract,
+    audit: PartitionAudit,
+    drift_problems: list[str],
+    *,
+    counts: dict[str, int],
+) -> None:
+    """The batch rules of one landing date (reconciliation comes after the dedupe)."""
     date, rows = audit.landing_date, audit.bronze_rows
     ratio = audit.quarantined / rows if rows else 0.0
     limit = contract.checks.max_quarantine_ratio
@@ -296,6 +398,15 @@ def _audit(contract: Contract, audit: PartitionAudit, drift_problems: list[str])
             audit.quarantined,
             f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined",
         ),
+        CheckOutcome(
+            CHECK_REFERENCES,
+            date,
+            audit.references_failed == 0,
+            rows,
+            audit.references_failed,
+            f"{audit.references_failed} of {rows} rows reference a key missing from silver",
+        ),
+        _volume(contract, date, rows, counts),
         CheckOutcome(
             CHECK_QUARANTINE_RATIO,
             date,
@@ -315,20 +426,49 @@ def _audit(contract: Contract, audit: PartitionAudit, drift_problems: list[str])
     ]
 
 
+def _volume(contract: Contract, date: str, rows: int, counts: dict[str, int]) -> CheckOutcome:
+    """The date's bronze rows against the median of the recent landing dates before it."""
+    bounds = contract.checks
+    low, high = bounds.volume_min_ratio, bounds.volume_max_ratio
+    history = [counts[d] for d in sorted(counts) if d < date and counts[d]][-bounds.volume_window :]
+    if low is None and high is None:
+        return CheckOutcome(CHECK_VOLUME, date, True, rows, 0, "the contract sets no volume bounds")
+    if rows == 0 or len(history) < VOLUME_MIN_HISTORY:
+        return CheckOutcome(
+            CHECK_VOLUME, date, True, rows, 0, f"no baseline yet ({len(history)} earlier dates)"
+        )
+    baseline = statistics.median(history)
+    ratio = rows / baseline
+    passed = (low is None or ratio >= low) and (high is None or ratio <= high)
+    return CheckOutcome(
+        CHECK_VOLUME,
+        date,
+        passed,
+        rows,
+        0 if passed else rows,
+        f"{rows} rows = {ratio:.2f} x the median {baseline:g} of the {len(history)} previous "
+        f"landing dates (allowed {low if low is not None else 0} .. "
+        f"{high if high is not None else 'any'})",
+    )
+
+
 def _reconcile(audit: PartitionAudit) -> None:
-    """Every bronze row of the date is accounted for exactly once."""
+    """Every landed row of the date is in bronze, and every bronze row is accounted for once."""
     rows = audit.bronze_rows
     unaccounted = rows - audit.quarantined - audit.duplicates - audit.accepted - audit.held
+    off_landed = audit.landed - rows
     audit.checks.append(
         CheckOutcome(
             CHECK_RECONCILIATION,
             audit.landing_date,
-            unaccounted == 0,
+            unaccounted == 0 and off_landed == 0,
             rows,
-            abs(unaccounted),
-            f"bronze {rows} = accepted {audit.accepted} + quarantined {audit.quarantined} "
-            f"+ duplicates {audit.duplicates} + held {audit.held}"
-            + (f" (off by {unaccounted})" if unaccounted else ""),
+            abs(unaccounted) + abs(off_landed),
+            f"landed {audit.landed} = bronze {rows} = accepted {audit.accepted} "
+            f"+ quarantined {audit.quarantined} + duplicates {audit.duplicates} "
+            f"+ held {audit.held}"
+            + (f" (bronze off by {unaccounted})" if unaccounted else "")
+            + (f" (landed off by {off_landed})" if off_landed else ""),
         )
     )
 
@@ -402,9 +542,10 @@ def _write_quarantine(
     if invalid.is_empty() and delta.open_table(lake, uri) is None:
         return
     rows = invalid.with_columns(
-        pl.lit(run_id).alias("_run_id"),
-        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias("_quarantined_at"),
-        pl.lit(None, pl.Datetime("us")).alias("_replayed_at"),
+        pl.lit(run_id).alias(RUN_ID),
+        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias(QUARANTINED_AT),
+        pl.lit(None, pl.String).alias(REPLAY_RUN_ID),
+        pl.lit(None, pl.Datetime("us")).alias(REPLAYED_AT),
     )
     delta.replace_where(
         lake,

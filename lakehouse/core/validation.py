@@ -8,12 +8,14 @@ every rule it failed and a message naming the column and the value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandera.polars as pa
 import polars as pl
 
 from lakehouse.core.contract import Column, Contract
+from lakehouse.core.readers import PARSE_ERROR, RAW_LINE
 
 RULES = "_rules"
 ERRORS = "_errors"
@@ -79,92 +81,148 @@ class RowSplit:
     """The landed (string) columns and passthrough columns, plus `_rules` and `_errors` lists."""
 
 
-def split_rows(contract: Contract, batch: pl.DataFrame, passthrough: list[str]) -> RowSplit:
+def split_rows(
+    contract: Contract,
+    batch: pl.DataFrame,
+    passthrough: Sequence[str],
+    *,
+    known_values: Mapping[str, pl.Series] | None = None,
+) -> RowSplit:
     """Type `batch` (landed strings) per contract and split it on the row rules.
 
     `passthrough` columns (lineage, rescued data) are carried unchanged on both sides.
+    `known_values` maps a silver column with `references` to the values its referenced silver
+    table holds; a value outside them fails the foreign-key rule (`<column>:references`).
+    A row carrying a reader `_parse_error` fails `parseable`. Checks run as boolean masks over
+    the whole batch; messages are built for the failing rows only.
     """
-    landed = batch.with_row_index(_ROW_ID)
-    for col in contract.columns:  # a column absent from every file is all-null, not an error here
-        if col.name not in landed.columns:
-            landed = landed.with_columns(pl.lit(None, pl.String).alias(col.name))
+    known_values = known_values or {}
+    landed = batch
+    for name in (*contract.landed_columns, PARSE_ERROR, RAW_LINE):  # absent everywhere: all null
+        if name not in landed.columns:
+            landed = landed.with_columns(pl.lit(None, pl.String).alias(name))
     typed_name = {c.silver_name: f"__typed_{c.silver_name}" for c in contract.columns}
+    casts = [c for c in contract.columns if c.type != "string"]
+    cast_mask = {c.name: f"__cast_failed_{c.name}" for c in casts}
     work = landed.with_columns(
         cast_expr(c).alias(typed_name[c.silver_name]) for c in contract.columns
+    ).with_columns(
+        (pl.col(c.name).is_not_null() & pl.col(typed_name[c.silver_name]).is_null()).alias(
+            cast_mask[c.name]
+        )
+        for c in casts
     )
+    pre_bad = work.select(
+        pl.any_horizontal(pl.col(PARSE_ERROR).is_not_null(), *cast_mask.values()).alias("m")
+    ).get_column("m")
     typed = work.select(
-        _ROW_ID, *[pl.col(typed_name[c.silver_name]).alias(c.silver_name) for c in contract.columns]
+        pl.col(typed_name[c.silver_name]).alias(c.silver_name) for c in contract.columns
     )
 
-    # Cast failures: a value was given but is not of the contract's type.
-    cast_errors = [
-        pl.when(pl.col(c.name).is_not_null() & pl.col(typed_name[c.silver_name]).is_null()).then(
-            pl.format(
-                "column `{}`: `{}` is not a valid {}",
-                pl.lit(c.name),
-                pl.col(c.name),
-                pl.lit(c.type),
+    # Value rules (pandera) over the rows that parsed and cast; map their positions back.
+    candidates = pre_bad.not_().arg_true()
+    rule_failures = _pandera_failures(contract, typed.filter(~pre_bad), candidates)
+    bad = pre_bad | pl.Series(range(work.height)).is_in(rule_failures.get_column(_ROW_ID).implode())
+
+    # Foreign keys: values that the referenced silver table does not hold.
+    fk_mask = {}
+    for col in contract.columns:
+        if col.references is None or col.silver_name not in known_values:
+            continue
+        fk_mask[col.silver_name] = f"__fk_failed_{col.silver_name}"
+        work = work.with_columns(
+            (
+                pl.col(typed_name[col.silver_name]).is_not_null()
+                & ~pl.col(typed_name[col.silver_name]).is_in(
+                    known_values[col.silver_name].implode()
+                )
+                & ~pre_bad
+            ).alias(fk_mask[col.silver_name])
+        )
+        bad = bad | work.get_column(fk_mask[col.silver_name])
+
+    valid = work.filter(~bad).select(
+        *[pl.col(typed_name[c.silver_name]).alias(c.silver_name) for c in contract.columns],
+        *passthrough,
+    )
+    failed = work.with_row_index(_ROW_ID).filter(bad)
+    if rule_failures.height:
+        failed = failed.join(rule_failures, on=_ROW_ID, how="left", maintain_order="left")
+    else:
+        failed = failed.with_columns(
+            pl.lit(None, pl.List(pl.String)).alias(RULES),
+            pl.lit(None, pl.List(pl.String)).alias(ERRORS),
+        )
+    rules = [pl.when(pl.col(PARSE_ERROR).is_not_null()).then(pl.lit("parseable"))]
+    errors = [
+        pl.when(pl.col(PARSE_ERROR).is_not_null()).then(
+            pl.format("unparseable line: {}", pl.col(PARSE_ERROR))
+        )
+    ]
+    for c in casts:
+        rules.append(pl.when(pl.col(cast_mask[c.name])).then(pl.lit(f"{c.silver_name}:castable")))
+        errors.append(
+            pl.when(pl.col(cast_mask[c.name])).then(
+                pl.format(
+                    "column `{}`: `{}` is not a valid {}",
+                    pl.lit(c.name),
+                    pl.col(c.name),
+                    pl.lit(c.type),
+                )
             )
         )
-        for c in contract.columns
-        if c.type != "string"
-    ]
-    errors = work.select(
-        _ROW_ID,
-        pl.concat_list(cast_errors).list.drop_nulls().alias(ERRORS)
-        if cast_errors
-        else pl.lit([], pl.List(pl.String)).alias(ERRORS),
-    )
-    cast_failed = errors.filter(pl.col(ERRORS).list.len() > 0).with_columns(
-        pl.col(ERRORS).list.eval(pl.lit("castable")).alias(RULES)
-    )
-
-    candidates = typed.join(cast_failed.select(_ROW_ID), on=_ROW_ID, how="anti")
-    rule_failures = _pandera_failures(contract, candidates)
-    failures = pl.concat([cast_failed.select(_ROW_ID, RULES, ERRORS), rule_failures])
-    failures = failures.group_by(_ROW_ID).agg(
-        pl.col(RULES).list.explode(keep_nulls=False, empty_as_null=False),
-        pl.col(ERRORS).list.explode(keep_nulls=False, empty_as_null=False),
-    )
-
-    bad_ids = failures.get_column(_ROW_ID)
-    valid = (
-        typed.filter(~pl.col(_ROW_ID).is_in(bad_ids.implode()))
-        .join(landed.select(_ROW_ID, *passthrough), on=_ROW_ID)
-        .drop(_ROW_ID)
-    )
-    invalid = (
-        landed.join(failures, on=_ROW_ID)
-        .sort(_ROW_ID)
-        .select(*contract.landed_columns, *passthrough, RULES, ERRORS)
-    )
+    for silver_name, mask in fk_mask.items():
+        ref = contract.column(silver_name).references
+        rules.append(pl.when(pl.col(mask)).then(pl.lit(f"{silver_name}:references")))
+        errors.append(
+            pl.when(pl.col(mask)).then(
+                pl.format(
+                    "column `{}`: `{}` is not a `{}` of silver `{}`",
+                    pl.lit(silver_name),
+                    pl.col(typed_name[silver_name]),
+                    pl.lit(ref.column),
+                    pl.lit(ref.table),
+                )
+            )
+        )
+    invalid = failed.with_columns(
+        pl.concat_list(*rules, pl.col(RULES).fill_null([])).list.drop_nulls().alias(RULES),
+        pl.concat_list(*errors, pl.col(ERRORS).fill_null([])).list.drop_nulls().alias(ERRORS),
+    ).select(*contract.landed_columns, *passthrough, RULES, ERRORS)
     return RowSplit(valid=valid, invalid=invalid)
 
 
-def _pandera_failures(contract: Contract, typed: pl.DataFrame) -> pl.DataFrame:
+def _pandera_failures(
+    contract: Contract, typed: pl.DataFrame, positions: pl.Series
+) -> pl.DataFrame:
+    """(row position in the batch, rules, messages) of every row failing a pandera check."""
     empty = pl.DataFrame(
         schema={_ROW_ID: pl.UInt32, RULES: pl.List(pl.String), ERRORS: pl.List(pl.String)}
     )
     if typed.is_empty():
         return empty
     try:
-        pandera_schema(contract).validate(typed.drop(_ROW_ID), lazy=True)
+        pandera_schema(contract).validate(typed, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
         return empty
     cases = cases.filter(pl.col("index").is_not_null())
-    positions = typed.select(_ROW_ID).with_row_index("index")
+    if cases.is_empty():
+        return empty
     return (
-        cases.with_columns(pl.col("index").cast(pl.UInt32))
-        .join(positions, on="index")
+        cases.with_columns(
+            positions.cast(pl.UInt32)
+            .gather(pl.Series(cases.get_column("index"), dtype=pl.UInt32))
+            .alias(_ROW_ID)
+        )
         .select(
             _ROW_ID,
             pl.format("{}:{}", pl.col("column"), pl.col("check")).alias("rule"),
             pl.format(
                 "column `{}`: value `{}` fails `{}`",
                 pl.col("column"),
-                pl.col("failure_case").fill_null("null"),
+                pl.col("failure_case").cast(pl.String).fill_null("null"),
                 pl.col("check"),
             ).alias("error"),
         )

@@ -23,7 +23,12 @@ from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
 _CHECK_DESCRIPTIONS = {
-    "row_rules": "Rows failing a row rule (type, null, range, allowed values, pattern) are quarantined.",
+    "row_rules": "Rows failing a row rule (parseable, type, null, range, allowed values, pattern, "
+    "foreign key) are quarantined with every reason.",
+    "references": "Rows whose foreign key (contract `references`) is missing from the referenced "
+    "silver table are quarantined.",
+    "volume": "Blocks a landing date whose row count is far outside the median of the recent "
+    "landing dates (contract `checks.volume`).",
     "quarantine_ratio": "Blocks a landing date whose quarantined share exceeds the contract's limit.",
     "schema_drift": "Blocks a landing date with a file missing a required column, or with unknown "
     "columns under `schema_drift: freeze`.",
@@ -157,7 +162,18 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[bronze_key(contract.name)],
+        # Foreign keys are checked against the referenced silver tables: publish those first.
+        deps=[
+            bronze_key(contract.name),
+            *sorted(
+                {
+                    silver_key(c.references.table)
+                    for c in contract.columns
+                    if c.references and c.references.table != contract.name
+                },
+                key=lambda k: k.to_user_string(),
+            ),
+        ],
         description=contract.description
         + f" Primary key: {', '.join(contract.primary_key)}."
         + (f" Partitioned by the date of `{contract.event_time}`." if contract.event_time else ""),
