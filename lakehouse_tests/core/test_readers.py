@@ -1,0 +1,111 @@
+"""The landing reader: clean files take the fast path, bad lines become rows, junk is rejected."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lakehouse.core.contract import FileFormat
+from lakehouse.core.errors import LandingFileError
+from lakehouse.core.readers import PARSE_ERROR, RAW_LINE, ROW_NUMBER, landed_frame
+
+CSV = FileFormat(type="csv")
+NDJSON = FileFormat(type="ndjson")
+
+
+def read(path: Path, fmt: FileFormat = CSV, columns: tuple[str, ...] = ("a", "b", "c")):
+    with landed_frame(path, fmt, display_path=path.name, columns=columns) as frame:
+        return frame.collect()
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_clean_csv_is_all_strings_with_row_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "ok.csv", b'a,b,c\n1,"x, y",3\n4,,6\n')
+    frame = read(path)
+    assert frame.schema == {ROW_NUMBER: pl.UInt32, "a": pl.String, "b": pl.String, "c": pl.String}
+    assert frame.select("a", "b", "c").rows() == [("1", "x, y", "3"), ("4", None, "6")]
+    assert frame.get_column(ROW_NUMBER).to_list() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "bad_row", "raw", "reason"),
+    [
+        (b"a,b,c\n1,2,3\n4,5\n7,8,9\n", 2, "4,5", "2 fields, the header has 3"),
+        (b"a,b,c\n1,2,3\n4,5,6,7\n7,8,9\n", 2, "4,5,6,7", "4 fields, the header has 3"),
+        (b'a,b,c\n1,2,3\n"4,5,6\n7,8,9\n', 2, '"4,5,6', "unclosed quote"),
+        (b"a,b,c\n1,2,3\n4,\xff\xfe,6\n7,8,9\n", 2, "4,\\xff\\xfe,6", "invalid UTF-8"),
+    ],
+    ids=["too-few-fields", "too-many-fields", "unclosed-quote", "invalid-utf8"],
+)
+def test_a_bad_line_becomes_a_row_with_its_raw_text(
+    tmp_path: Path, data: bytes, bad_row: int, raw: str, reason: str
+) -> None:
+    frame = read(write(tmp_path, "bad.csv", data))
+    assert frame.get_column(ROW_NUMBER).to_list() == [1, 2, 3]
+    bad = frame.filter(pl.col(PARSE_ERROR).is_not_null())
+    assert bad.select(ROW_NUMBER, RAW_LINE, PARSE_ERROR).rows() == [(bad_row, raw, reason)]
+    assert bad.select("a", "b", "c").rows() == [(None, None, None)]
+    good = frame.filter(pl.col(PARSE_ERROR).is_null())
+    assert good.select("a", "b", "c").rows() == [("1", "2", "3"), ("7", "8", "9")]
+
+
+def test_a_quoted_field_may_span_lines(tmp_path: Path) -> None:
+    frame = read(write(tmp_path, "multi.csv", b'a,b,c\n1,"two\nlines",3\n4,5,6\n'))
+    assert frame.select(ROW_NUMBER, "b").rows() == [(1, "two\nlines"), (2, "5")]
+    assert PARSE_ERROR not in frame.columns or frame.get_column(PARSE_ERROR).null_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "binary content"),
+        (b"", "empty"),
+        (b'[{"a": 1, "b": 2, "c": 3}]\n', "none of the contract's columns"),
+        (b"a,b,c\n" + b"1;2;3;4\n" * 3 + b"1,2,3\n", "3 of 4 records cannot be parsed"),
+        (b"a,a,c\n1,2,3\n", "names a column twice"),
+    ],
+    ids=["binary", "empty", "json-in-csv", "mostly-unparseable", "duplicate-header"],
+)
+def test_an_unreadable_file_is_rejected_whole(tmp_path: Path, data: bytes, reason: str) -> None:
+    with pytest.raises(LandingFileError, match=reason):
+        read(write(tmp_path, "junk.csv", data))
+
+
+def test_broken_gzip_is_rejected(tmp_path: Path) -> None:
+    whole = gzip.compress(b"a,b,c\n" + b"1,2,3\n" * 1000)
+    with pytest.raises(LandingFileError, match="broken gzip"):
+        read(write(tmp_path, "cut.csv.gz", whole[: len(whole) // 2]))
+
+
+def test_gzip_with_a_bad_line_is_read(tmp_path: Path) -> None:
+    frame = read(write(tmp_path, "x.csv.gz", gzip.compress(b"a,b,c\n1,2,3\n4,5\n")))
+    assert frame.get_column(PARSE_ERROR).to_list() == [None, "2 fields, the header has 3"]
+
+
+def test_ndjson_bad_record_becomes_a_row(tmp_path: Path) -> None:
+    data = b'{"a": "1", "b": 2, "c": true}\n{"a": "2", "b": \n{"a": "3", "b": 4, "c": null}\n'
+    frame = read(write(tmp_path, "x.ndjson", data), NDJSON)
+    assert frame.select(ROW_NUMBER, "a", "b", "c").rows() == [
+        (1, "1", "2", "true"),
+        (2, None, None, None),
+        (3, "3", "4", None),
+    ]
+    assert frame.get_column(RAW_LINE).to_list() == [None, '{"a": "2", "b": ', None]
+    assert frame.get_column(PARSE_ERROR)[1].startswith("invalid JSON")
+
+
+def test_the_landing_file_is_never_modified(tmp_path: Path) -> None:
+    data = b'a,b,c\n1,2,3\n"4,5\n\xff\n7,8,9\n1,1,1\n'
+    path = write(tmp_path, "keep.csv", data)
+    mtime = path.stat().st_mtime_ns
+    read(path)
+    assert path.read_bytes() == data
+    assert path.stat().st_mtime_ns == mtime
