@@ -9,11 +9,9 @@ through the core directly; gold is built once through Dagster and dbt.
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -30,26 +28,19 @@ from lakehouse.core.silver import (
     CHECK_VOLUME,
     load_silver,
 )
-from lakehouse_tests.conftest import resources_for
+from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.small_lake import (
+    GOOD,
+    HEADER,
+    deliver,
+    deliver_reference_data,
+    order,
+    orders_file,
+    text,
+)
 
 DAY0 = date(2024, 3, 1)
-GOOD = 20
-HEADER = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total"
 RUN = "bad-inputs-run"
-
-
-def order(oid: str, day: str, **over: str) -> str:
-    row = {
-        "id": oid,
-        "customer": "c1",
-        "ordered_at": f"{day}T12:00:00",
-        "store_id": "s1",
-        "subtotal": "100",
-        "tax_paid": "6",
-        "order_total": "106",
-    }
-    row.update(over)
-    return ",".join(row[c] for c in HEADER.split(","))
 
 
 @dataclass
@@ -65,11 +56,6 @@ class Case:
     good_dest: str = "silver"
     """Where the 20 good rows of the case's main file end (`silver` or `held`)."""
     blocked_by: str | None = None
-
-
-def orders_file(day: str, *bad: str, header: str = HEADER, good: int = GOOD) -> bytes:
-    lines = [header, *(order(f"{day}-{i}", day) for i in range(good)), *bad]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def main(day: str, *bad: str, **kw: str) -> dict[str, bytes]:
@@ -246,12 +232,6 @@ def case_day(i: int) -> str:
     return (DAY0 + timedelta(days=i + 1)).isoformat()
 
 
-def deliver(root: Path, source: str, day: str, name: str, data: bytes) -> None:
-    folder = root / "landing" / source / day
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_bytes(data)
-
-
 @dataclass
 class Built:
     lake: Lake
@@ -266,34 +246,7 @@ class Built:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     root = tmp_path_factory.mktemp("bad-inputs")
     d0 = DAY0.isoformat()
-    text = lambda lines: ("\n".join(lines) + "\n").encode()  # noqa: E731
-    deliver(
-        root,
-        "stores",
-        d0,
-        "stores.csv",
-        text(["id,name,opened_at,tax_rate", "s1,Philly,2016-09-01T00:00:00,0.06"]),
-    )
-    deliver(
-        root,
-        "customers",
-        d0,
-        "customers.csv",
-        text(["id,name", "c1,Ada Lovelace", "c2,Alan Turing"]),
-    )
-    deliver(
-        root,
-        "products",
-        d0,
-        "products.csv",
-        text(
-            [
-                "sku,name,type,price,description",
-                "JAF-001,nutellaphone,jaffle,1100,",
-                "BEV-001,tangaroo,beverage,600,",
-            ]
-        ),
-    )
+    deliver_reference_data(root, d0)
     deliver(
         root,
         "products",
@@ -311,7 +264,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     items = [
         ITEM_HEADER,
         *(f"i{i},{d0}-{i % GOOD},JAF-001" for i in range(2 * GOOD)),
-        "ix,{d0}-0,jaf1".replace("{d0}", d0),
+        f"ix,{d0}-0,jaf1",
         "iy,o404,BEV-001",
     ]
     deliver(root, "items", d0, "items.csv", text(items))
@@ -327,8 +280,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
     from lakehouse.definitions import defs
 
-    saved = dict(os.environ)
-    try:
+    with preserved_environ():
         assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
         gold = [a for a in assets if a.partitions_def is None]
         result = dg.materialize(
@@ -339,9 +291,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
             instance=dg.DagsterInstance.ephemeral(),
         )
         assert result.success
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     read = lambda layer, t: pl.read_delta(lake.table_uri(layer, t))  # noqa: E731
     sources = ("orders", "items", "products")
     return Built(

@@ -1,7 +1,8 @@
 """Materialize the whole graph for every landed date, the way `make demo` and the tests do.
 
 Two runs through the same definitions the UI loads: one single-run backfill of the partitioned
-chain (bronze, silver) over the landed date range, then the gold marts.
+chain (bronze, silver) over the landed date range, then the gold marts whose upstream blocking
+checks passed in the first run.
 """
 
 from collections.abc import Mapping
@@ -50,9 +51,20 @@ def materialize_landed(
             "dagster/asset_partition_range_end": dates[-1],
         },
     )
+    # As under automation (all_deps_blocking_checks_passed): a mart downstream of a failed
+    # blocking check does not run.
+    failed = [
+        e.asset_key for e in chain.get_asset_check_evaluations() if not e.passed and e.blocking
+    ]
+    marts = [key for a in unpartitioned for key in a.keys]
+    selection = dg.AssetSelection.assets(*marts)
+    if failed:
+        selection = selection - dg.AssetSelection.assets(*failed).downstream()
+    if not selection.resolve([*unpartitioned, *partitioned]):
+        return [chain]
     gold = dg.materialize(
         [*unpartitioned, *partitioned],
-        selection=unpartitioned,
+        selection=selection,
         resources=resources,
         instance=instance,
         raise_on_error=False,
