@@ -29,9 +29,9 @@ test: install  ## every test, including the S3, PostgreSQL and daemon ones
 dev: install  ## the Dagster UI on http://127.0.0.1:3000, with the daemon
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install  ## benchmarks: writes bench/results/
+bench: install  ## benchmarks: writes bench/results/ (BENCH_ARGS="--quick", "--sf 10", ...)
 	$(UV) sync --frozen --group bench
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

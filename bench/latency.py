@@ -1,0 +1,124 @@
+"""Latency: from a file landing to its rows visible in silver, with dagster-daemon running.
+
+A fresh lake whose landing zone receives Jaffle Shop deliveries while the daemon runs the code
+location's sensors and automation. The first day warms the daemon up (its runs load the first
+files); then the next day's files are written atomically into the landing zone, and the clock
+runs until silver `orders` holds rows of that landing date.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import data
+
+SOURCE = "orders"
+TIMEOUT = 300.0
+
+
+def _silver_rows(root: Path, landing_date: str) -> int:
+    import polars as pl
+
+    from lakehouse.core import delta
+    from lakehouse.core.lake import Lake
+
+    lake = Lake(str(root))
+    try:
+        frame = delta.scan(
+            lake,
+            lake.table_uri("silver", SOURCE),
+            partition_column="_landing_date",
+            partitions=None,
+        )
+        if frame is None:
+            return 0
+        return (
+            frame.filter(pl.col("_landing_date") == landing_date).select(pl.len()).collect().item()
+        )
+    except Exception:  # a table mid-creation reads as not there yet
+        return 0
+
+
+def _deliver(jaffle: Path, root: Path, day: str) -> None:
+    """Copy every source's files of `day` into the lake's landing zone, each atomically."""
+    for source_dir in sorted(jaffle.iterdir()):
+        day_dir = source_dir / day
+        if not day_dir.is_dir():
+            continue
+        target = root / "landing" / source_dir.name / day
+        target.mkdir(parents=True, exist_ok=True)
+        for f in day_dir.iterdir():
+            tmp = target / f".{f.name}.tmp"
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, target / f.name)
+
+
+def _wait(root: Path, day: str, started: float) -> float | None:
+    while time.monotonic() - started < TIMEOUT:
+        if _silver_rows(root, day) > 0:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return None
+
+
+def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
+    from lakehouse.definitions import defs
+
+    if not list(defs.sensors or []):
+        return {"seconds": None, "reason": "the code location defines no sensor"}
+    jaffle = data.jaffle_landing(400, log=log)
+    days = data.landing_dates(jaffle, SOURCE)[:2]
+    base = data.WORK / "latency"
+    shutil.rmtree(base, ignore_errors=True)
+    root, home = base / "lake", base / "dagster_home"
+    (root / "landing").mkdir(parents=True)
+    home.mkdir(parents=True)
+    project = data.BENCH_DIR.parent
+    shutil.copyfile(project / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LAKEHOUSE_ROOT": str(root)}
+    env.pop("LAKEHOUSE_CONTRACTS", None)
+    daemon_bin = Path(sys.executable).with_name("dagster-daemon")
+    log_file = (base / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [str(daemon_bin), "run", "-w", str(project / "workspace.yaml")],
+        cwd=project,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        log(f"latency: daemon pid {daemon.pid}; delivering warm-up day {days[0]}")
+        started = time.monotonic()
+        _deliver(jaffle, root, days[0])
+        warmup = _wait(root, days[0], started)
+        log(f"latency: warm-up day visible in silver after {warmup} s")
+        if warmup is None:
+            return {"seconds": None, "reason": f"warm-up day not in silver within {TIMEOUT:.0f} s"}
+        time.sleep(2)
+        log(f"latency: delivering {days[1]}")
+        started = time.monotonic()
+        _deliver(jaffle, root, days[1])
+        seconds = _wait(root, days[1], started)
+        if seconds is None:
+            return {"seconds": None, "reason": f"rows not in silver within {TIMEOUT:.0f} s"}
+        return {
+            "seconds": seconds,
+            "warmup_seconds": warmup,
+            "detail": f"warm-up day {warmup:.1f} s",
+        }
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log_file.close()

@@ -1,0 +1,194 @@
+"""Write a benchmark run as JSON, a Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+GIB = 2**30
+RSS_LIMIT = 8 * GIB
+
+
+def _m(rate: float) -> str:
+    return f"{rate / 1e6:.2f} M rows/s"
+
+
+def _gib(value: float) -> str:
+    return f"{value / GIB:.2f} GiB"
+
+
+def _row(figure: str, value: str, target: str = "", ok: bool | None = None) -> str:
+    status = "" if ok is None else ("OK" if ok else "MISSED")
+    return f"| {figure} | {value} | {target} | {status} |"
+
+
+def _throughput_rows(t: dict, label: str) -> list[str]:
+    sf = f"SF{t['scale_factor']}, {t['rows']:,} rows, {t['files']} files"
+    rss = max(t["bronze"]["peak_rss"], t["silver"]["peak_rss"])
+    return [
+        _row(
+            f"{label}floor: polars scan_csv -> sink_parquet ({sf})",
+            f"{_m(t['floor']['rows_per_s'])} ({t['floor']['seconds']:.1f} s)",
+        ),
+        _row(
+            f"{label}bronze ingest",
+            f"{_m(t['bronze']['rows_per_s'])} ({t['bronze']['seconds']:.1f} s) "
+            f"= {t['bronze']['ratio_to_floor']:.2f}x floor",
+            ">= 0.6x",
+            t["bronze"]["ratio_to_floor"] >= 0.6,
+        ),
+        _row(
+            f"{label}silver alone",
+            f"{_m(t['silver']['rows_per_s'])} ({t['silver']['seconds']:.1f} s)",
+        ),
+        _row(
+            f"{label}bronze + silver",
+            f"{_m(t['bronze_silver']['rows_per_s'])} "
+            f"= {t['bronze_silver']['ratio_to_floor']:.2f}x floor",
+            ">= 0.35x",
+            t["bronze_silver"]["ratio_to_floor"] >= 0.35,
+        ),
+        _row(
+            f"{label}peak RSS floor / bronze / silver",
+            f"{_gib(t['floor']['peak_rss'])} / {_gib(t['bronze']['peak_rss'])} / {_gib(t['silver']['peak_rss'])}",
+            "<= 8 GiB" if t["scale_factor"] >= 10 else "",
+            rss <= RSS_LIMIT if t["scale_factor"] >= 10 else None,
+        ),
+    ]
+
+
+def table(meta: dict, figures: dict) -> str:
+    lines = [
+        f"Benchmark run {meta['started_at']} at commit {meta['git_commit']} on {meta['machine']}"
+        + (" (quick smoke run: less data)" if meta.get("quick") else "")
+        + (f", {meta['seconds'] / 60:.1f} min" if "seconds" in meta else ""),
+        "",
+        "| figure | value | target | status |",
+        "|---|---|---|---|",
+    ]
+    if "throughput" in figures:
+        lines += _throughput_rows(figures["throughput"], "")
+    inc = figures.get("incremental")
+    if inc:
+        hs = inc["histories"]
+        for layer, src in (("bronze", "lineitem"), ("silver", "lineitem"), ("gold", "jaffle")):
+            key = f"{layer}_seconds"
+            times = " / ".join(f"{inc[src][h][key]:.2f}" for h in hs)
+            lines.append(
+                _row(
+                    f"incremental {layer} ({'TPC-H lineitem' if src == 'lineitem' else 'Jaffle Shop dbt'}): "
+                    f"one new day with {' / '.join(map(str, hs))} days held",
+                    f"{times} s; ratio {inc['ratio'][layer]:.2f}",
+                    "<= 1.3",
+                    inc["ratio"][layer] <= 1.3,
+                )
+            )
+        g = inc["gold_full"]
+        lines.append(
+            _row(
+                f"gold dbt time (Dagster run, Jaffle Shop, {g['days']} days)",
+                f"{g['seconds']:.1f} s, peak RSS {_gib(g['peak_rss'])}",
+            )
+        )
+    bf = figures.get("backfill")
+    if bf:
+        lines.append(
+            _row(
+                f"backfill {bf['days']} days through Dagster: one run vs one run per day",
+                f"{bf['single_run_seconds']:.1f} s vs {bf['per_day_sum_seconds']:.1f} s = {bf['ratio']:.2f}x; "
+                f"per-run overhead {bf['per_run_overhead_seconds']:.2f} s",
+                "<= 1.5x",
+                bf["ratio"] <= 1.5,
+            )
+        )
+    lat = figures.get("latency")
+    if lat:
+        if lat.get("seconds") is None:
+            lines.append(
+                _row(
+                    "latency: file landed -> rows in silver (daemon running)",
+                    f"not measured: {lat.get('reason')}",
+                    "<= 60 s",
+                    False,
+                )
+            )
+        else:
+            lines.append(
+                _row(
+                    "latency: file landed -> rows in silver (daemon running)",
+                    f"{lat['seconds']:.1f} s"
+                    + (f" ({lat['detail']})" if lat.get("detail") else ""),
+                    "<= 60 s",
+                    lat["seconds"] <= 60,
+                )
+            )
+    sf10 = figures.get("sf10")
+    if sf10:
+        lines += _throughput_rows(
+            sf10["figures"]["throughput"], f"[{sf10['meta']['started_at'][:10]}] "
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, figures: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    t = figures.get("throughput")
+    if t:
+        names = ["floor", "bronze", "silver", "bronze+silver"]
+        rates = [
+            t["floor"]["rows_per_s"],
+            t["bronze"]["rows_per_s"],
+            t["silver"]["rows_per_s"],
+            t["bronze_silver"]["rows_per_s"],
+        ]
+        bars = ax1.bar(
+            names, [r / 1e6 for r in rates], color=["grey", "#b87333", "#8a9ba8", "#5b7083"]
+        )
+        for bar, rate in zip(bars, rates, strict=True):
+            ax1.annotate(
+                f"{rate / t['floor']['rows_per_s']:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+            )
+        ax1.set_ylabel("M rows/s")
+        ax1.set_title(
+            f"Throughput, TPC-H lineitem SF{t['scale_factor']} ({t['rows'] / 1e6:.1f}M rows)"
+        )
+    inc = figures.get("incremental")
+    if inc:
+        hs = inc["histories"]
+        for layer, src in (("bronze", "lineitem"), ("silver", "lineitem"), ("gold", "jaffle")):
+            ys = [inc[src][h][f"{layer}_seconds"] for h in hs]
+            ax2.plot(hs, ys, marker="o", label=f"{layer} ({src})")
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("days already held")
+        ax2.set_ylabel("seconds to load one new day")
+        ax2.set_title("Incremental scaling")
+        ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(stem: Path, meta: dict, figures: dict) -> None:
+    """Write `<stem>.json`, `<stem>.md` and `<stem>.png`."""
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "figures": figures}, indent=2, default=str)
+    )
+    # Round-trip through JSON so tables read the same keys as a loaded results file.
+    loaded = json.loads(stem.with_suffix(".json").read_text())
+    figures = loaded["figures"]
+    for src in ("lineitem", "jaffle"):
+        if "incremental" in figures:
+            figures["incremental"][src] = {
+                int(k): v for k, v in figures["incremental"][src].items()
+            }
+    stem.with_suffix(".md").write_text(table(meta, figures))
+    plot(stem.with_suffix(".png"), figures)

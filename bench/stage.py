@@ -1,0 +1,197 @@
+"""One measured stage in its own process: `python -m bench.stage '<json spec>' <out.json>`.
+
+Running each stage in a fresh process makes its peak RSS (`ru_maxrss`) the stage's own, and keeps
+one stage's caches from flattering the next. The spec names the stage and its inputs; the child
+writes {"seconds", "rows", "peak_rss_bytes", ...} to out.json. Timings exclude process start and
+imports: they time the work only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _contract(name: str):
+    from lakehouse.core.contract import load_contracts
+
+    return next(c for c in load_contracts() if c.name == name)
+
+
+def _lake(spec: dict):
+    from lakehouse.core.lake import Lake
+
+    return Lake(spec["root"])
+
+
+def floor(spec: dict) -> dict:
+    """polars scan_csv(...).sink_parquet(...) over the same landing files: the hardware floor."""
+    files = [str(f) for f in spec["files"]]
+    out = Path(spec["root"]) / "floor.parquet"
+    started = time.perf_counter()
+    pl.scan_csv(files, infer_schema=False).sink_parquet(out)
+    seconds = time.perf_counter() - started
+    rows = pl.scan_parquet(out).select(pl.len()).collect().item()
+    out.unlink()
+    return {"seconds": seconds, "rows": rows}
+
+
+def bronze(spec: dict) -> dict:
+    from lakehouse.core.bronze import load_bronze
+
+    lake, contract = _lake(spec), _contract(spec["source"])
+    started = time.perf_counter()
+    result = load_bronze(lake, contract, spec["dates"], run_id="bench")
+    return {"seconds": time.perf_counter() - started, "rows": result.rows}
+
+
+def silver(spec: dict) -> dict:
+    from lakehouse.core.silver import load_silver
+
+    lake, contract = _lake(spec), _contract(spec["source"])
+    started = time.perf_counter()
+    result = load_silver(lake, contract, spec["dates"], run_id="bench")
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows": result.total("bronze_rows"),
+        "accepted": result.total("accepted"),
+        "quarantined": result.total("quarantined"),
+    }
+
+
+def incremental(spec: dict) -> dict:
+    """Load `history` days of every source (untimed), then time each next day, one at a time.
+
+    Per new day: bronze, silver (every source of the spec), and gold when asked. Returns the
+    median seconds per layer over the new days.
+    """
+    from lakehouse.core.bronze import load_bronze
+    from lakehouse.core.silver import load_silver
+
+    lake = _lake(spec)
+    contracts = [_contract(s) for s in spec["sources"]]
+    history, new_days = spec["history"], spec["new_days"]
+    for contract in contracts:
+        load_bronze(lake, contract, history, run_id="setup")
+        load_silver(lake, contract, history, run_id="setup")
+    if spec.get("gold"):
+        _gold(lake)
+    times: dict[str, list[float]] = {"bronze": [], "silver": [], "gold": []}
+    for day in new_days:
+        for layer, load in (("bronze", load_bronze), ("silver", load_silver)):
+            started = time.perf_counter()
+            for contract in contracts:
+                load(lake, contract, [day], run_id=f"new-{day}")
+            times[layer].append(time.perf_counter() - started)
+        if spec.get("gold"):
+            times["gold"].append(_gold(lake))
+    return {
+        f"{layer}_seconds": statistics.median(values) for layer, values in times.items() if values
+    } | {"samples": times}
+
+
+def _gold(lake) -> float:
+    """Materialize the gold marts through Dagster; returns the run's wall seconds."""
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+    from lakehouse.defs.gold import dbt_resource
+    from lakehouse.defs.resources import LakeResource
+
+    gold = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and not a.partitions_def]
+    started = time.perf_counter()
+    result = dg.materialize(
+        gold,
+        resources={"lake": LakeResource(root=lake.root), "dbt": dbt_resource()},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    seconds = time.perf_counter() - started
+    if not result.success:
+        msg = "gold run failed"
+        raise RuntimeError(msg)
+    return seconds
+
+
+def gold(spec: dict) -> dict:
+    return {"seconds": _gold(_lake(spec))}
+
+
+def backfill(spec: dict) -> dict:
+    """bronze + silver of `dates` through Dagster: one single-run backfill, or one run per day."""
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+    from lakehouse.defs.gold import dbt_resource
+    from lakehouse.defs.resources import LakeResource
+
+    lake = _lake(spec)
+    chain = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def]
+    resources = {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
+    instance = dg.DagsterInstance.ephemeral()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    dates = spec["dates"]
+    runs = [(dates[0], dates[-1])] if spec["mode"] == "single_run" else [(d, d) for d in dates]
+    started = time.perf_counter()
+    for first, last in runs:
+        result = dg.materialize(
+            chain,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            run_config=quiet,
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+            },
+        )
+        if not result.success:
+            msg = f"backfill run {first}..{last} failed"
+            raise RuntimeError(msg)
+    return {"seconds": time.perf_counter() - started, "runs": len(runs)}
+
+
+STAGES = {
+    "floor": floor,
+    "bronze": bronze,
+    "silver": silver,
+    "incremental": incremental,
+    "gold": gold,
+    "backfill": backfill,
+}
+
+
+def main() -> None:
+    spec: dict[str, Any] = json.loads(sys.argv[1])
+    out = Path(sys.argv[2])
+    logging.basicConfig(level=logging.WARNING)
+    if spec.get("profile"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler()
+        profiler.start()
+    result = STAGES[spec["stage"]](spec)
+    if spec.get("profile"):
+        profiler.stop()
+        Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False))
+    result["peak_rss_bytes"] = _peak_rss()
+    result["pid"] = os.getpid()
+    out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
