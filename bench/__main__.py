@@ -50,6 +50,8 @@ def run_stage(spec: dict, env: dict[str, str] | None = None, *, label: str) -> d
     """Run one stage in a child process; returns its result (seconds, rows, peak RSS)."""
     out = data.WORK / "stage-result.json"
     out.unlink(missing_ok=True)
+    spec_path = data.WORK / "stage-spec.json"
+    spec_path.write_text(json.dumps(spec))
     child_env = {**os.environ, **(env or {})}
     if "root" in spec:
         child_env["LAKEHOUSE_ROOT"] = spec["root"]
@@ -59,7 +61,7 @@ def run_stage(spec: dict, env: dict[str, str] | None = None, *, label: str) -> d
     started = time.monotonic()
     with log_path.open("w") as log_file:
         done = subprocess.run(
-            [sys.executable, "-m", "bench.stage", json.dumps(spec), str(out)],
+            [sys.executable, "-m", "bench.stage", str(spec_path), str(out)],
             env=child_env,
             cwd=data.BENCH_DIR.parent,
             stdout=log_file,

@@ -1,4 +1,4 @@
-"""One measured stage in its own process: `python -m bench.stage '<json spec>' <out.json>`.
+"""One measured stage in its own process: `python -m bench.stage <spec.json> <out.json>`.
 
 Running each stage in a fresh process makes its peak RSS (`ru_maxrss`) the stage's own, and keeps
 one stage's caches from flattering the next. The spec names the stage and its inputs; the child
@@ -176,7 +176,7 @@ STAGES = {
 
 
 def main() -> None:
-    spec: dict[str, Any] = json.loads(sys.argv[1])
+    spec: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     logging.basicConfig(level=logging.WARNING)
     if spec.get("profile"):
