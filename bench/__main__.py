@@ -153,6 +153,7 @@ def incremental(args: argparse.Namespace) -> dict:
                 "stage": "incremental",
                 "root": str(root),
                 "sources": [data.LINEITEM],
+                "setup": "daily",
                 "history": li_dates[:n],
                 "new_days": li_dates[n : n + new_days],
                 **_profile(args, f"incremental-lineitem-{n}"),
