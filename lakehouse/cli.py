@@ -1,8 +1,9 @@
 """The `lakehouse` command: seed demo data, materialize through Dagster, summarise the tables.
 
-lakehouse seed [--days N] [--root PATH]      deliver Jaffle Shop files into the landing zone
-lakehouse materialize [--root PATH]          bronze + silver for every landed date, then gold
-lakehouse summary [--root PATH]              rows per layer and table
+lakehouse seed [--days N] [--defects RATE]   deliver Jaffle Shop files into the landing zone
+lakehouse materialize                        bronze + silver for every landed date, then gold
+lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
+lakehouse summary                            rows per layer and table
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="start over: delete the local root's landing zone, lake and warehouse",
     )
+    seed_p.add_argument(
+        "--defects",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of event rows (orders, items, tweets) to spoil with realistic defects, "
+        "e.g. 0.01 (default 0)",
+    )
     sub.add_parser("materialize", help="materialize every asset for every landed partition")
+    replay_p = sub.add_parser(
+        "replay-quarantine",
+        help="after a contract fix: re-validate a source's quarantined rows, promote those that pass",
+    )
+    replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,9 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lake = Lake.from_env()
         if args.command == "seed":
-            return _seed(lake, args.days, args.fresh)
+            return _seed(lake, args.days, args.fresh, args.defects)
         if args.command == "materialize":
             return _materialize(lake)
+        if args.command == "replay-quarantine":
+            return _replay(lake, args.source)
         print(summary_table(lake))
         return 0
     except LakehouseError as exc:
@@ -63,15 +80,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _seed(lake: Lake, days: int, fresh: bool) -> int:
+def _seed(lake: Lake, days: int, fresh: bool, defects: float) -> int:
     from lakehouse.core.seed import clear_local_root, seed
 
     if fresh:
         clear_local_root(lake)
-    result = seed(lake, days=days)
+    result = seed(lake, days=days, defects=defects)
     print(
         f"Delivered {sum(result.files.values())} files, {sum(result.rows.values())} rows, "
         f"landing dates {result.first_day} .. {result.last_day}, into {lake.landing_root}"
+    )
+    return 0
+
+
+def _replay(lake: Lake, source: str) -> int:
+    from lakehouse.core.silver import replay_quarantine
+
+    contracts = {c.name: c for c in load_contracts()}
+    if source not in contracts:
+        print(f"error: no contract for source `{source}`", file=sys.stderr)
+        return 2
+    result = replay_quarantine(lake, contracts[source], run_id=f"replay-{uuid.uuid4()}")
+    print(
+        f"{source}: {result.checked} quarantined rows re-validated, {result.promoted} promoted "
+        f"to silver, {result.still_failing} still failing"
+        + (
+            f", {result.skipped_blocked} on blocked landing dates (materialize those again)"
+            if result.skipped_blocked
+            else ""
+        )
     )
     return 0
 

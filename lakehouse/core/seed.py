@@ -4,12 +4,17 @@ Event sources (orders, items, tweets) are split by event day; customers are deli
 of their first order; products, stores and supplies arrive as snapshot files on the first day:
 
     <root>/landing/<source>/<YYYY-MM-DD>/<source>.csv
+
+With `defects=RATE`, about that share of the event rows is spoiled the way real feeds are: a value
+of the wrong type, a null key, a duplicated row, a truncated (malformed) line; and one file per
+event source carries an extra column. The choice is seeded by source and day: reproducible.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import shutil
 import subprocess
 import sys
@@ -27,6 +32,14 @@ from lakehouse.core.landing import write_landing_file
 log = logging.getLogger(__name__)
 
 SNAPSHOT_SOURCES = ("products", "stores", "supplies")
+DEFECT_SOURCES = ("orders", "items", "tweets")
+DEFECT_KINDS = ("bad_type", "null_key", "duplicate", "malformed")
+_BAD_VALUES = {
+    "orders": ("subtotal", "n/a"),
+    "items": ("sku", "??"),
+    "tweets": ("tweeted_at", "soon"),
+}
+EXTRA_COLUMN = "coupon_code"
 
 
 @dataclass(frozen=True)
@@ -52,10 +65,15 @@ def generate_jaffle_shop(out_dir: Path, days: int) -> Path:
     return out_dir / "jaffle-data"
 
 
-def seed(lake: Lake, *, days: int = 21, raw_dir: Path | None = None) -> SeedResult:
+def seed(
+    lake: Lake, *, days: int = 21, raw_dir: Path | None = None, defects: float = 0.0
+) -> SeedResult:
     """Generate Jaffle Shop data and deliver its first `days` days into the landing zone."""
     if days < 1:
         msg = f"days must be at least 1, got {days}"
+        raise LakehouseError(msg)
+    if not 0 <= defects <= 1:
+        msg = f"defects is a share of rows between 0 and 1, got {defects}"
         raise LakehouseError(msg)
     with tempfile.TemporaryDirectory(prefix="lakehouse-seed-") as tmp:
         raw = raw_dir or generate_jaffle_shop(Path(tmp), days)
@@ -63,10 +81,17 @@ def seed(lake: Lake, *, days: int = 21, raw_dir: Path | None = None) -> SeedResu
             name: pl.read_csv(raw / f"raw_{name}.csv", infer_schema=False)
             for name in ("customers", "orders", "items", "products", "stores", "supplies", "tweets")
         }
-        return deliver(lake, tables, days=days, staging=Path(tmp))
+        return deliver(lake, tables, days=days, staging=Path(tmp), defects=defects)
 
 
-def deliver(lake: Lake, tables: dict[str, pl.DataFrame], *, days: int, staging: Path) -> SeedResult:
+def deliver(
+    lake: Lake,
+    tables: dict[str, pl.DataFrame],
+    *,
+    days: int,
+    staging: Path,
+    defects: float = 0.0,
+) -> SeedResult:
     """Split raw Jaffle Shop tables into daily landing files (see the module docstring)."""
     orders = tables["orders"].with_columns(_day("ordered_at"))
     first_day = orders.get_column("_day").min()
@@ -90,17 +115,57 @@ def deliver(lake: Lake, tables: dict[str, pl.DataFrame], *, days: int, staging: 
     for source, frame in by_day.items():
         columns = [c for c in tables[source].columns]
         files[source] = 0
-        rows[source] = frame.height
-        for (day,), part in (
+        rows[source] = 0
+        for n, ((day,), part) in enumerate(
             frame.sort("_day").partition_by("_day", as_dict=True, maintain_order=True).items()
         ):
             local = staging / f"{source}-{day}.csv"
-            part.select(columns).write_csv(local)
+            part = part.select(columns)
+            malformed: list[str] = []
+            if defects and source in DEFECT_SOURCES:
+                rng = random.Random(f"{source}/{day}")
+                part, malformed = _spoil(source, part, defects, rng, extra_column=n == 1)
+            part.write_csv(local)
+            if malformed:
+                with local.open("a", encoding="utf-8") as fh:
+                    fh.writelines(f"{line}\n" for line in malformed)
             write_landing_file(lake, source, day.isoformat(), f"{source}.csv", local)
             local.unlink()
             files[source] += 1
+            rows[source] += part.height + len(malformed)
         log.info("seed: delivered %d rows of %s in %d files", rows[source], source, files[source])
     return SeedResult(first_day, last_day, files, rows)
+
+
+def _spoil(
+    source: str, part: pl.DataFrame, rate: float, rng: random.Random, *, extra_column: bool
+) -> tuple[pl.DataFrame, list[str]]:
+    """Spoil about `rate` of the rows; returns the rows to write and malformed lines to append."""
+    rows = part.to_dicts()
+    out: list[dict] = []
+    malformed: list[str] = []
+    bad_column, bad_value = _BAD_VALUES[source]
+    for row in rows:
+        kind = rng.choice(DEFECT_KINDS) if rng.random() < rate else None
+        if kind == "bad_type":
+            row[bad_column] = bad_value
+        elif kind == "null_key":
+            row["id"] = None
+        elif kind == "duplicate":
+            out.append(dict(row))
+        elif kind == "malformed":  # the line was cut after its first two fields
+            malformed.append(",".join(str(v) for v in list(row.values())[:2]))
+            continue
+        out.append(row)
+    spoiled = pl.DataFrame(out, schema=part.schema)
+    if extra_column:
+        spoiled = spoiled.with_columns(
+            pl.when(pl.int_range(pl.len()) % 3 == 0)
+            .then(pl.lit("SPRING10"))
+            .otherwise(None)
+            .alias(EXTRA_COLUMN)
+        )
+    return spoiled, malformed
 
 
 def _day(column: str) -> pl.Expr:

@@ -571,9 +571,115 @@ def _dq_rows(contract: Contract, result: SilverResult, run_id: str) -> list[dict
             "blocking": c.blocking,
             "rows_checked": c.rows_checked,
             "rows_failed": c.rows_failed,
+            "landed": audit.landed,
+            "bronze_rows": audit.bronze_rows,
+            "accepted": audit.accepted,
+            "quarantined": audit.quarantined,
+            "duplicates": audit.duplicates,
+            "held": audit.held,
             "detail": c.detail,
             "checked_at": now,
         }
         for audit in result.partitions.values()
         for c in audit.checks
     ]
+
+
+@dataclass
+class ReplayResult:
+    """What one quarantine replay did."""
+
+    checked: int = 0
+    promoted: int = 0
+    still_failing: int = 0
+    skipped_blocked: int = 0
+    """Rows of landing dates whose last silver run was blocked: re-materialize those instead."""
+
+
+def replay_quarantine(lake: Lake, contract: Contract, *, run_id: str) -> ReplayResult:
+    """Re-validate the source's quarantined rows under the current contract; promote those that pass.
+
+    Promoted rows are MERGEd into silver like any batch and marked in quarantine with
+    `_replay_run_id` and `_replayed_at`; marked rows are never replayed again, so a second replay
+    changes nothing. Unparseable lines (`_raw_line`) cannot pass. Rows of a landing date whose
+    last silver run was blocked stay put: that date's held rows are not in quarantine, so the
+    date is replayed whole by materializing its partition again.
+    """
+    uri = lake.table_uri("quarantine", contract.name)
+    frame = delta.scan(lake, uri)
+    result = ReplayResult()
+    if frame is None:
+        return result
+    pending = frame.filter(pl.col(REPLAY_RUN_ID).is_null()).collect()
+    blocked = _last_blocked_dates(lake, contract.name)
+    on_blocked = pending.get_column(LANDING_DATE).is_in(list(blocked))
+    result.skipped_blocked = int(on_blocked.sum())
+    pending = pending.filter(~on_blocked)
+    result.checked = pending.height
+    if pending.is_empty():
+        return result
+    batch = pending.drop(RULES, ERRORS).with_columns(
+        pl.when(pl.col(RAW_LINE).is_not_null())
+        .then(pl.lit("unparseable line"))
+        .otherwise(None)
+        .alias(PARSE_ERROR)
+    )
+    passthrough = [
+        *QUARANTINE_LINEAGE,
+        RAW_LINE,
+        *([RESCUED] if RESCUED in batch.columns else []),
+        *_evolved_columns(contract, batch.drop(RUN_ID, QUARANTINED_AT, REPLAY_RUN_ID, REPLAYED_AT)),
+    ]
+    split = split_rows(
+        contract, batch, passthrough, known_values=known_values(lake, contract, batch)
+    )
+    result.still_failing = split.invalid.height
+    valid = split.valid.drop(SOURCE_SHA256, RAW_LINE)
+    if valid.is_empty():
+        return result
+    _publish(lake, contract, _dedupe(contract, valid), run_id)
+    result.promoted = valid.height
+    marks = valid.select(LANDING_DATE, SOURCE_FILE, ROW_NUMBER).with_columns(
+        pl.lit(run_id).alias(REPLAY_RUN_ID),
+        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias(REPLAYED_AT),
+    )
+    table = delta.open_table(lake, uri)
+    if table is None:  # removed while we ran
+        return result
+    table.merge(
+        marks.to_arrow(),
+        predicate=" AND ".join(f"t.{c} = s.{c}" for c in (LANDING_DATE, SOURCE_FILE, ROW_NUMBER))
+        + " AND t._replay_run_id IS NULL",
+        source_alias="s",
+        target_alias="t",
+        commit_properties=delta.commit_properties(step="quarantine replay", run_id=run_id),
+    ).when_matched_update(
+        {REPLAY_RUN_ID: f"s.{REPLAY_RUN_ID}", REPLAYED_AT: f"s.{REPLAYED_AT}"}
+    ).execute()
+    log.info(
+        "replay %s: %d quarantined rows checked, %d promoted to silver, %d still failing",
+        contract.name,
+        result.checked,
+        result.promoted,
+        result.still_failing,
+    )
+    return result
+
+
+def _last_blocked_dates(lake: Lake, source: str) -> set[str]:
+    """Landing dates whose most recent silver run failed a blocking check."""
+    frame = delta.scan(lake, lake.table_uri("_system", system.DQ_RESULTS))
+    if frame is None:
+        return set()
+    latest = (
+        frame.filter(pl.col("source") == source, pl.col("layer") == "silver")
+        .with_columns(
+            pl.col("checked_at").max().over("partition").alias("_latest"),
+        )
+        .filter(pl.col("checked_at") == pl.col("_latest"))
+        .group_by("partition")
+        .agg((pl.col("blocking") & ~pl.col("passed")).any().alias("blocked"))
+        .filter("blocked")
+        .collect()
+    )
+    return set(latest.get_column("partition").to_list())

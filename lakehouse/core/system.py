@@ -2,7 +2,8 @@
 
 _system/ingest_ledger    one row per landed file loaded into bronze (path, size, sha256, rows)
 _system/rejected_files   one row per landed file that could not be read at all, with the reason
-_system/dq_results       one row per run x partition x check, with counts
+_system/dq_results       one row per run x partition x check, with its counts and the
+                         partition's row counts (landed, bronze, accepted, quarantined, ...)
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ _DQ_SCHEMA = {
     "blocking": pl.Boolean,
     "rows_checked": pl.Int64,
     "rows_failed": pl.Int64,
+    "landed": pl.Int64,
+    "bronze_rows": pl.Int64,
+    "accepted": pl.Int64,
+    "quarantined": pl.Int64,
+    "duplicates": pl.Int64,
+    "held": pl.Int64,
     "detail": pl.String,
     "checked_at": pl.Datetime("us"),
 }
