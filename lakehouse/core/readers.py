@@ -9,13 +9,15 @@ delivered in `_raw_line` and the reason in `_parse_error` (both columns exist on
 has such a line). Silver quarantines those rows. A file that cannot be read at all (binary
 content, broken compression, wrong format, mostly unparseable) raises `LandingFileError`.
 
-Clean files take the fast path: one cheap vectorised pass over the lines proves every line has
-the header's field count and balanced quotes, then polars scans the file. Only a file with a
-suspicious line is parsed record by record in Python.
+Clean files take the fast path: a streaming count of bytes (or, for files with quotes, one
+vectorised pass over the lines) proves every line has the header's field count and balanced
+quotes, then polars scans the file. Only a file with a suspicious line (or a blank one, which
+polars would read as a row of nulls) is parsed record by record in Python, blank lines skipped.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import json
@@ -40,6 +42,7 @@ READER_COLUMNS = (ROW_NUMBER, RAW_LINE, PARSE_ERROR)
 MAX_QUOTED_LINES = 100
 """A quoted field may span at most this many physical lines before its quote counts as unclosed."""
 _SNIFF_BYTES = 8192
+_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 @contextmanager
@@ -154,6 +157,49 @@ def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
 
 
 def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
+    """Whether every line has the header's field count and balanced quotes (and valid UTF-8).
+
+    Without quotes, byte counts settle it: the delimiters must number exactly `n_fields - 1`
+    per line (a short line cannot hide, and polars rejects a long one). Otherwise, or when the
+    counts disagree (a blank line, say), one vectorised pass over the lines decides.
+    """
+    counts = _byte_counts(path, fmt)
+    if counts is None:
+        return False
+    lines, delimiters, quotes = counts
+    if not quotes and n_fields > 1 and delimiters == (n_fields - 1) * lines:
+        return True
+    return _lines_are_clean(path, fmt, n_fields)
+
+
+def _byte_counts(path: Path, fmt: FileFormat) -> tuple[int, int, int] | None:
+    """(lines, delimiters, quote chars) in one streaming pass; None if the file is not UTF-8."""
+    delimiter = fmt.delimiter.encode()
+    quote = fmt.quote_char.encode() if fmt.quote_char else None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = delimiters = quotes = 0
+    last = b"\n"
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            try:
+                if not chunk.isascii() or decoder.getstate()[0]:
+                    decoder.decode(chunk)
+            except UnicodeDecodeError:
+                return None
+            lines += chunk.count(b"\n")
+            delimiters += chunk.count(delimiter)
+            quotes += chunk.count(quote) if quote else 0
+            last = chunk[-1:]
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    if not last.endswith(b"\n"):
+        lines += 1
+    return lines, delimiters, quotes
+
+
+def _lines_are_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
     """One vectorised pass: every line has the header's field count and balanced quotes."""
     line = pl.col("line")
     delimiters = line.str.count_matches(fmt.delimiter, literal=True)
@@ -163,9 +209,10 @@ def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
             pl.scan_lines(path)
             .slice(1)
             .with_columns(line.str.strip_chars_end("\r"))
-            .filter(line.str.strip_chars() != "")
             .with_columns(delimiters.alias("d"), quotes.alias("q"))
-            .filter((pl.col("q") > 0) | (pl.col("d") != n_fields - 1))
+            .filter(
+                (pl.col("q") > 0) | (pl.col("d") != n_fields - 1) | (line.str.strip_chars() == "")
+            )
             .collect()
         )
     except pl.exceptions.PolarsError:  # invalid UTF-8 somewhere
@@ -173,7 +220,7 @@ def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
     if suspect.is_empty():
         return True
     if (suspect.get_column("q") == 0).any() or (suspect.get_column("q") % 2 == 1).any():
-        return False
+        return False  # a wrong field count, an unbalanced quote, or a blank line
     # Quoted lines may hold delimiters inside quotes: count their fields properly.
     reader = csv.reader(
         suspect.get_column("line").to_list(),

@@ -109,3 +109,14 @@ def test_the_landing_file_is_never_modified(tmp_path: Path) -> None:
     read(path)
     assert path.read_bytes() == data
     assert path.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize(
+    ("data", "second"),
+    [(b"a,b,c\n1,2,3\n\n4,5,6\n", "4"), (b"a\n1\n\n2\n", "2")],
+    ids=["3-cols", "1-col"],
+)
+def test_blank_lines_are_not_rows(tmp_path: Path, data: bytes, second: str) -> None:
+    frame = read(write(tmp_path, "blank.csv", data), columns=("a",))
+    assert frame.select(ROW_NUMBER, "a").rows() == [(1, "1"), (2, second)]
+    assert PARSE_ERROR not in frame.columns
