@@ -145,7 +145,8 @@ def split_rows(
         *[pl.col(typed_name[c.silver_name]).alias(c.silver_name) for c in contract.columns],
         *passthrough,
     )
-    failed = work.with_row_index(_ROW_ID).filter(bad)
+    # rechunk: polars 2.1 concat_list panics on a multi-chunk frame (`i < self.len()`).
+    failed = work.with_row_index(_ROW_ID).filter(bad).rechunk()
     if rule_failures.height:
         failed = failed.join(rule_failures, on=_ROW_ID, how="left", maintain_order="left")
     else:

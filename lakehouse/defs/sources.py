@@ -33,7 +33,8 @@ _CHECK_DESCRIPTIONS = {
     "schema_drift": "Blocks a landing date with a file missing a required column, or with unknown "
     "columns under `schema_drift: freeze`.",
     "primary_key_unique": "Published rows hold one row per primary key.",
-    "reconciliation": "Bronze rows = accepted + quarantined + duplicates + held, per landing date.",
+    "reconciliation": "Landed rows (ingest ledger) = bronze = accepted + quarantined + duplicates "
+    "+ held, per landing date.",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import load_bronze
-from lakehouse.core.contract import parse_contract
+from lakehouse.core.contract import load_contracts, parse_contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.readers import PARSE_ERROR, RAW_LINE
 from lakehouse.core.silver import (
@@ -139,3 +139,26 @@ def test_volume_blocks_a_date_far_outside_the_recent_ones(tmp_path: Path) -> Non
     )
     dq = system.read_table(lake, "dq_results").filter(pl.col("check") == CHECK_VOLUME)
     assert dq.filter(~pl.col("passed")).get_column("partition").sort().to_list() == days[4:]
+
+
+def test_split_rows_handles_a_batch_in_many_chunks() -> None:
+    tweets = next(c for c in load_contracts() if c.name == "tweets")
+    bad = {(1, 7), (4, 7)}
+    parts = [
+        pl.DataFrame(
+            {
+                "id": [f"{p}-{i}" for i in range(50)],
+                "user_id": ["u1"] * 50,
+                "tweeted_at": [
+                    "soon" if (p, i) in bad else "2018-09-01T10:00:00" for i in range(50)
+                ],
+                "content": ["hi"] * 50,
+            }
+        )
+        for p in range(6)
+    ]
+    batch = pl.concat(parts, rechunk=False)  # as read from bronze: a chunk per file
+    assert batch.n_chunks() == 6
+    split = split_rows(tweets, batch, [])
+    assert split.valid.height == 298
+    assert sorted(split.invalid.get_column("id").to_list()) == ["1-7", "4-7"]
