@@ -93,6 +93,7 @@ def incremental(spec: dict) -> dict:
             load_silver(lake, contract, dates, run_id="setup")
     if spec.get("gold"):
         _gold(lake)
+    profiler = _start_profiler(spec)  # the new days only, not the setup
     times: dict[str, list[float]] = {"bronze": [], "silver": [], "gold": []}
     for day in new_days:
         for layer, load in (("bronze", load_bronze), ("silver", load_silver)):
@@ -102,6 +103,7 @@ def incremental(spec: dict) -> dict:
             times[layer].append(time.perf_counter() - started)
         if spec.get("gold"):
             times["gold"].append(_gold(lake))
+    _stop_profiler(spec, profiler)
     return {
         f"{layer}_seconds": statistics.median(values) for layer, values in times.items() if values
     } | {"samples": times}
@@ -169,6 +171,22 @@ def backfill(spec: dict) -> dict:
     return {"seconds": time.perf_counter() - started, "runs": len(runs)}
 
 
+def _start_profiler(spec: dict):
+    if not spec.get("profile"):
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler()
+    profiler.start()
+    return profiler
+
+
+def _stop_profiler(spec: dict, profiler) -> None:
+    if profiler is not None:
+        profiler.stop()
+        Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False))
+
+
 STAGES = {
     "floor": floor,
     "bronze": bronze,
@@ -190,15 +208,9 @@ def main() -> None:
     import lakehouse.core.bronze
     import lakehouse.core.silver  # noqa: F401
 
-    if spec.get("profile"):
-        from pyinstrument import Profiler
-
-        profiler = Profiler()
-        profiler.start()
+    profiler = None if spec["stage"] == "incremental" else _start_profiler(spec)
     result = STAGES[spec["stage"]](spec)
-    if spec.get("profile"):
-        profiler.stop()
-        Path(spec["profile"]).write_text(profiler.output_text(unicode=False, color=False))
+    _stop_profiler(spec, profiler)
     result["peak_rss_bytes"] = _peak_rss()
     result["pid"] = os.getpid()
     out.write_text(json.dumps(result))
