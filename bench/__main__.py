@@ -48,9 +48,9 @@ def lineitem_env() -> dict[str, str]:
 
 def run_stage(spec: dict, env: dict[str, str] | None = None, *, label: str) -> dict:
     """Run one stage in a child process; returns its result (seconds, rows, peak RSS)."""
-    out = data.WORK / "stage-result.json"
+    out = data.WORK / f"stage-{os.getpid()}-result.json"
     out.unlink(missing_ok=True)
-    spec_path = data.WORK / "stage-spec.json"
+    spec_path = data.WORK / f"stage-{os.getpid()}-spec.json"
     spec_path.write_text(json.dumps(spec))
     child_env = {**os.environ, **(env or {})}
     if "root" in spec:
