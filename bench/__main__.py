@@ -264,15 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         if not scenarios:
             return 0
     figures: dict = {}
-    for name in scenarios:
-        figures[name] = {"throughput": lambda: throughput(args, args.sf)}.get(
-            name, lambda n=name: globals()[n](args)
-        )()
     sf10 = RESULTS / "sf10.json"
-    if sf10.exists():
-        figures["sf10"] = json.loads(sf10.read_text())
-    meta["seconds"] = time.monotonic() - _T0
-    report.write(RESULTS / "latest", meta, figures)
+    for name in scenarios:
+        try:
+            figures[name] = {"throughput": lambda: throughput(args, args.sf)}.get(
+                name, lambda n=name: globals()[n](args)
+            )()
+        except RuntimeError as exc:  # one failed scenario must not lose the others' figures
+            say(f"scenario {name} failed: {exc}")
+            figures[name + "_error"] = str(exc)
+        if sf10.exists():
+            figures["sf10"] = json.loads(sf10.read_text())
+        meta["seconds"] = time.monotonic() - _T0
+        report.write(RESULTS / "latest", meta, figures)  # after every scenario: partial results
     say(f"wrote {RESULTS}/latest.json, latest.md, latest.png")
     print((RESULTS / "latest.md").read_text())
     return 0

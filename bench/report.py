@@ -122,6 +122,11 @@ def table(meta: dict, figures: dict) -> str:
                     lat["seconds"] <= 60,
                 )
             )
+    for key, error in figures.items():
+        if key.endswith("_error"):
+            lines.append(
+                _row(f"{key.removesuffix('_error')} scenario", f"failed: {error}", "", False)
+            )
     sf10 = figures.get("sf10")
     if sf10:
         lines += _throughput_rows(

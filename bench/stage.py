@@ -82,7 +82,7 @@ def incremental(spec: dict) -> dict:
     from lakehouse.core.silver import load_silver
 
     lake = _lake(spec)
-    contracts = [_contract(s) for s in spec["sources"]]
+    contracts = _referenced_first([_contract(s) for s in spec["sources"]])
     history, new_days = spec["history"], spec["new_days"]
     # `daily` builds the history the way production does, one run per day (one commit each);
     # `bulk` loads it in one run per layer.
@@ -107,6 +107,24 @@ def incremental(spec: dict) -> dict:
     return {
         f"{layer}_seconds": statistics.median(values) for layer, values in times.items() if values
     } | {"samples": times}
+
+
+def _referenced_first(contracts: list) -> list:
+    """Order sources so a table another one references (a foreign key) loads before it."""
+    ordered: list = []
+    pending = list(contracts)
+    while pending:
+        names = {c.name for c in pending}
+        ready = [
+            c
+            for c in pending
+            if not any(
+                col.references and col.references.table in names - {c.name} for col in c.columns
+            )
+        ] or pending[:1]
+        ordered += ready
+        pending = [c for c in pending if c not in ready]
+    return ordered
 
 
 def _gold(lake) -> float:
