@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 UV := $(PYTHON) -m uv
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export UV_LINK_MODE := copy
+# Byte-compile at install: dbt, dagster and the daemon start many Python processes, and with
+# PYTHONDONTWRITEBYTECODE set (as on CI images) each would compile every module again.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: install demo test dev bench lint clean
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import warnings
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse.defs.gold import dbt_resource, gold_marts
+from lakehouse.defs.automation import automation_sensor
+from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts
 from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.sensors import build_landing_sensor
 from lakehouse.defs.sources import bronze_asset, landing_spec, silver_asset
 
 # Single-run backfill policies are "beta" in Dagster 1.13; the platform depends on them knowingly.
@@ -27,11 +30,18 @@ def build_definitions() -> dg.Definitions:
             *(landing_spec(c, lake) for c in contracts),
             *(bronze_asset(c) for c in contracts),
             *(silver_asset(c) for c in contracts),
+            gold_daily_marts,
             gold_marts,
         ],
+        sensors=[build_landing_sensor(contracts), automation_sensor],
+        # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up
+        # each. Runs still run side by side (the run queue), and on Kubernetes each run is a pod.
+        executor=dg.in_process_executor,
         resources={
             "lake": LakeResource(),
             "dbt": dbt_resource(),
+            # Lists an S3 landing zone; endpoint, keys and region come from the AWS_* variables.
+            "s3": S3Resource(),
         },
     )
 

@@ -192,7 +192,7 @@ def _replace_files(
     delta.replace_where(
         lake,
         uri,
-        frames[0] if len(frames) == 1 else _stream(frames),
+        frames[0] if len(frames) == 1 else lambda: _stream(frames),
         predicate,
         partition_by=[LANDING_DATE],
         step="bronze load",

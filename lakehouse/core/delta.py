@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakehouse.core.lake import Lake
+
+log = logging.getLogger(__name__)
 
 # Concurrent runs may commit to the same table; delta-rs retries conflicting commits this often.
 COMMIT_RETRIES = 25
 # Set on every table the platform creates. A checkpoint every 10 commits (default 100) keeps
 # opening a table that is written daily cheap: at most 10 JSON commits to replay, not 100.
 TABLE_PROPERTIES = {"delta.checkpointInterval": "10"}
+CONFLICT_ATTEMPTS = 8
+"""A write whose commit conflicts (a concurrent writer replaced or merged the same data) is
+rerun from scratch this many times: every write here is idempotent, so rerunning is safe."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retry_conflicts(write: Callable[P, R]) -> Callable[P, R]:
+    """Rerun `write` when delta-rs rejects its commit for a conflicting concurrent transaction.
+
+    A write fed an Arrow stream is not rerun (the stream is spent): pass a function returning a
+    fresh stream instead (see `replace_where`).
+    """
+
+    @functools.wraps(write)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if any(isinstance(a, pa.RecordBatchReader) for a in (*args, *kwargs.values())):
+            return write(*args, **kwargs)
+        for attempt in range(1, CONFLICT_ATTEMPTS):
+            try:
+                return write(*args, **kwargs)
+            except CommitFailedError as exc:
+                pause = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                log.warning(
+                    "%s: commit conflict (%s); retry %d in %.2fs",
+                    write.__name__,
+                    str(exc).splitlines()[0],
+                    attempt,
+                    pause,
+                )
+                time.sleep(pause)
+        return write(*args, **kwargs)
+
+    return wrapper
 
 
 def commit_properties(**metadata: Any) -> CommitProperties:
@@ -66,10 +107,11 @@ def in_predicate(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
+@retry_conflicts
 def replace_where(
     lake: Lake,
     uri: str,
-    data: pl.DataFrame | pl.LazyFrame | pa.RecordBatchReader,
+    data: pl.DataFrame | pl.LazyFrame | pa.RecordBatchReader | Callable[[], pa.RecordBatchReader],
     predicate: str,
     *,
     partition_by: Sequence[str] | None = None,
@@ -78,8 +120,12 @@ def replace_where(
 ) -> None:
     """Atomically replace the rows matching `predicate` with `data` (creating the table if needed).
 
-    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent.
+    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent. A
+    function returning an Arrow stream is called once per attempt, so a conflicting commit is
+    retried with a fresh stream.
     """
+    if callable(data):
+        data = data()
     options: dict[str, Any] = {
         "predicate": predicate,
         "commit_properties": commit_properties(**metadata),
@@ -98,6 +144,7 @@ def replace_where(
         data.write_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
 
 
+@retry_conflicts
 def append(
     lake: Lake,
     uri: str,
@@ -121,6 +168,7 @@ def append(
     )
 
 
+@retry_conflicts
 def merge(
     lake: Lake,
     uri: str,

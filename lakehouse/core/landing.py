@@ -41,14 +41,19 @@ class LandingFile:
 
 
 def list_landing_files(
-    lake: Lake, source: str, dates: Iterable[str] | None = None
+    lake: Lake, source: str, dates: Iterable[str] | None = None, *, client: Any = None
 ) -> list[LandingFile]:
     """Every landed file of `source` (optionally only the given landing dates), sorted by path.
 
     Hidden files and files still being written (`.tmp`, `.part`, leading `.` or `_`) are skipped.
+    On S3 the listing is paged (1,000 keys a request) through `client` (default: a boto3 client
+    for the lake's endpoint).
     """
     wanted = set(dates) if dates is not None else None
-    files = _list_s3(lake, source, wanted) if lake.is_s3 else _list_local(lake, source, wanted)
+    if lake.is_s3:
+        files = _list_s3(lake, source, wanted, client or s3_client(lake))
+    else:
+        files = _list_local(lake, source, wanted)
     return sorted(files, key=lambda f: (f.landing_date, f.name))
 
 
@@ -98,9 +103,8 @@ def s3_client(lake: Lake) -> Any:
     )
 
 
-def _list_s3(lake: Lake, source: str, wanted: set[str] | None) -> list[LandingFile]:
+def _list_s3(lake: Lake, source: str, wanted: set[str] | None, client: Any) -> list[LandingFile]:
     bucket, prefix = split_s3_uri(lake.landing_uri(source))
-    client = s3_client(lake)
     prefixes = [f"{prefix}/{d}/" for d in sorted(wanted)] if wanted is not None else [f"{prefix}/"]
     files = []
     for pfx in prefixes:

@@ -2,12 +2,17 @@
 
 dbt sources carry the silver asset keys (`meta.dagster.asset_key`), so every mart's upstream chain
 in the asset graph reaches the landing files; dbt tests become asset checks on the marts.
+
+Marts tagged `daily` in dbt (incremental by `order_date`) share the daily partitions: a run for a
+partition range rebuilds and publishes only those dates, reading only those silver partitions.
+The other marts are unpartitioned and rebuilt whole.
 """
 
 import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,20 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
 from lakehouse.core.gold import publish_marts
-from lakehouse.core.lake import PROJECT_DIR
+from lakehouse.core.lake import PROJECT_DIR, Lake
+from lakehouse.defs.automation import follows_upstream
+from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
 DBT_DIR = PROJECT_DIR / "dbt"
 MANIFEST = DBT_DIR / "target" / "manifest.json"
+RUN_TARGET = DBT_DIR / "target" / "run"
+"""dbt's target folder for builds: apart from the manifest the code location loads, which a build
+would otherwise rewrite under a reader's feet."""
 GOLD_SCHEMA = "gold"
+DAILY_TAG = "daily"
 WAREHOUSE_POOL = "duckdb_warehouse"
 """DuckDB allows one writer per file: every warehouse writer runs in this pool (limit 1)."""
 
@@ -80,31 +92,61 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition:
-        return (
-            dg.AutomationCondition.eager()
-            & dg.AutomationCondition.all_deps_blocking_checks_passed()
-        )
+        return follows_upstream()
 
 
 translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(manifest=ensure_manifest(), dagster_dbt_translator=translator, pool=WAREHOUSE_POOL)
-def gold_marts(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
+def dbt_env(lake: Lake, dates: tuple[str, str] | None = None) -> dict[str, str]:
+    """The environment that points dbt's profile and the silver plugin at `lake` (and dates)."""
+    return {**lake.env(), EVENT_DATES_ENV: f"{dates[0]}..{dates[1]}" if dates else ""}
+
+
+@contextmanager
+def _environ_for_call(env: Mapping[str, str]) -> Iterator[None]:
+    """Set `env` for one call and restore the process environment after it.
+
+    dagster-dbt's `DbtCliResource.cli` has no environment argument: it copies `os.environ` when
+    called and starts dbt right away. Setting the variables only around that call keeps one
+    lake's settings from leaking into later steps, tests or other lakes in this process.
+    """
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def build_and_publish(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: Lake,
+    dates: tuple[str, str] | None = None,
 ) -> Iterator[Any]:
-    """Build the selected marts with `dbt build`, then publish each as a Delta table."""
-    the_lake = lake.lake()
-    os.environ.update(the_lake.env())  # dbt's profile and silver plugin read these
-    Path(the_lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    # `cautious`: in a subset (a mart held back by a failed blocking check upstream), a test
-    # runs only if every model it reads was selected.
-    events = list(dbt.cli(["build", "--indirect-selection", "cautious"], context=context).stream())
+    """`dbt build` the selected marts, then publish each as Delta (only `dates` if given)."""
+    Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
+    # One target folder (not dagster-dbt's per-invocation one) keeps dbt's partial parse warm;
+    # warehouse writers run one at a time (pool `duckdb_warehouse`), so they never share it.
+    with _environ_for_call(dbt_env(lake, dates)):
+        # `cautious`: in a subset (a mart held back by a failed blocking check upstream), a test
+        # runs only if every model it reads was selected.
+        invocation = dbt.cli(
+            ["build", "--indirect-selection", "cautious"], context=context, target_path=RUN_TARGET
+        )
+    events = list(invocation.stream())
     # The DuckDB file is free only once dbt has exited: publish after the build, then report.
     keys = context.assets_def.keys_by_output_name
     marts = [keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)]
-    with duckdb.connect(the_lake.warehouse_path, read_only=True) as con:
-        published = publish_marts(the_lake, con, GOLD_SCHEMA, marts, run_id=context.run_id)
+    with duckdb.connect(lake.warehouse_path, read_only=True) as con:
+        published = publish_marts(
+            lake, con, GOLD_SCHEMA, marts, run_id=context.run.run_id, dates=dates
+        )
     for event in events:
         if isinstance(event, dg.Output):
             yield event.with_metadata(
@@ -112,3 +154,34 @@ def gold_marts(
             )
         else:
             yield event
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    select=f"tag:{DAILY_TAG}",
+    name="gold_daily_marts",
+    dagster_dbt_translator=translator,
+    partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
+    pool=WAREHOUSE_POOL,
+)
+def gold_daily_marts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
+) -> Iterator[Any]:
+    """Daily marts for the run's partition range: incremental delete+insert of those dates."""
+    window = context.partition_keys
+    yield from build_and_publish(context, dbt, lake.lake(), (window[0], window[-1]))
+
+
+@dbt_assets(
+    manifest=ensure_manifest(),
+    exclude=f"tag:{DAILY_TAG}",
+    name="gold_marts",
+    dagster_dbt_translator=translator,
+    pool=WAREHOUSE_POOL,
+)
+def gold_marts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
+) -> Iterator[Any]:
+    """The unpartitioned marts, rebuilt whole."""
+    yield from build_and_publish(context, dbt, lake.lake())

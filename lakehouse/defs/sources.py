@@ -19,6 +19,7 @@ from lakehouse.core.silver import (
     SilverResult,
     load_silver,
 )
+from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
@@ -198,7 +199,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             )
             for name in SILVER_CHECKS
         ],
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=follows_upstream(),
         pool=f"delta_silver_{contract.name}",
     )
     def _silver(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:

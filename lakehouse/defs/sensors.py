@@ -1,0 +1,99 @@
+"""The landing sensor: new, changed and late files start the bronze loads of their dates.
+
+One sensor covers every contracted source, on local disk or S3. Its cursor is the ledger of
+files seen (`lakehouse.core.arrivals`); each tick requests one run per stretch of consecutive
+landing dates with arrivals, for the bronze assets of the sources touched (a single date is a
+partition, a stretch is a single-run partition range). Run keys come from the files' identities,
+so the same delivery never runs twice. Silver and gold follow through automation.
+"""
+
+from collections.abc import Sequence
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from lakehouse.core import system
+from lakehouse.core.arrivals import Ledger, Load, scan
+from lakehouse.core.contract import Contract
+from lakehouse.core.lake import Lake
+from lakehouse.core.landing import LandingFile, fetched, list_landing_files
+from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.sources import bronze_key
+
+MAX_FILES_PER_TICK = 20_000
+"""Arrivals beyond this wait for the next tick, so one tick stays far inside the sensor timeout."""
+
+TICK_SECONDS = 15
+
+
+def same_as_loaded(lake: Lake):
+    """`same_content` for `arrivals.scan`: the file's sha256 equals the one bronze last loaded."""
+    cache: dict[tuple[str, str], dict[str, str]] = {}
+
+    def check(file: LandingFile) -> bool:
+        key = (file.source, file.landing_date)
+        if key not in cache:
+            ledger = system.latest_ledger(lake, file.source, [file.landing_date])
+            cache[key] = dict(zip(ledger["path"], ledger["sha256"], strict=True))
+        loaded = cache[key].get(file.relative_path)
+        if loaded is None:
+            return False
+        with fetched(lake, file) as (_, sha256):
+            return sha256 == loaded
+
+    return check
+
+
+def run_request(load: Load) -> dg.RunRequest:
+    """One run for the load's bronze assets over its dates (a partition or a partition range)."""
+    assets = [bronze_key(s) for s in load.sources]
+    tags = {"lakehouse/trigger": "landing_sensor", "lakehouse/files": str(len(load.files))}
+    if load.start == load.end:
+        return dg.RunRequest(
+            run_key=load.run_key, asset_selection=assets, partition_key=load.start, tags=tags
+        )
+    return dg.RunRequest(
+        run_key=load.run_key,
+        asset_selection=assets,
+        tags={
+            **tags,
+            "dagster/asset_partition_range_start": load.start,
+            "dagster/asset_partition_range_end": load.end,
+        },
+    )
+
+
+def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
+    sources = [c.name for c in contracts]
+
+    @dg.sensor(
+        name="landing_sensor",
+        description="Starts bronze loads for new, changed and late landing files of every source "
+        "(local directory or S3); deleted files start nothing.",
+        minimum_interval_seconds=TICK_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=[bronze_key(s) for s in sources],
+    )
+    def landing_sensor(
+        context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource
+    ) -> dg.SensorResult:
+        the_lake = lake.lake()
+        client = s3.get_client() if the_lake.is_s3 else None
+        listing = [f for s in sources for f in list_landing_files(the_lake, s, client=client)]
+        result = scan(
+            listing,
+            Ledger.decode(context.cursor),
+            limit=MAX_FILES_PER_TICK,
+            same_content=same_as_loaded(the_lake),
+        )
+        loads = result.loads()
+        context.log.info(
+            f"{len(listing)} landed files, {len(result.arrivals)} new or changed "
+            f"({result.deferred} deferred), {len(loads)} run(s)"
+        )
+        return dg.SensorResult(
+            run_requests=[run_request(load) for load in loads],
+            cursor=result.ledger.encode(),
+        )
+
+    return landing_sensor
