@@ -9,18 +9,21 @@ export UV_LINK_MODE := copy
 # PYTHONDONTWRITEBYTECODE set (as on CI images) each would compile every module again.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test dev bench lint clean
+# The instance config DAGSTER_HOME uses: dagster.yaml (SQLite) or deploy/dagster.yaml (PostgreSQL).
+DAGSTER_YAML ?= dagster.yaml
 
-install: $(VENV)/.installed .dagster/dagster.yaml
+.PHONY: install demo test dev bench lint clean dagster-home
+
+install: $(VENV)/.installed dagster-home
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen
 	@touch $@
 
-.dagster/dagster.yaml: dagster.yaml
+dagster-home:
 	@mkdir -p .dagster
-	@ln -sf ../dagster.yaml $@
+	@ln -sf $(abspath $(DAGSTER_YAML)) .dagster/dagster.yaml
 
 demo: install  ## seed three weeks of Jaffle Shop deliveries and materialize everything
 	$(BIN)/lakehouse seed --days 21 --fresh
@@ -29,7 +32,7 @@ demo: install  ## seed three weeks of Jaffle Shop deliveries and materialize eve
 test: install  ## every test, including the S3, PostgreSQL and daemon ones
 	$(BIN)/pytest
 
-dev: install  ## the Dagster UI on http://127.0.0.1:3000, with the daemon
+dev: install  ## the Dagster UI on http://127.0.0.1:3000, with the daemon (DAGSTER_YAML=deploy/dagster.yaml for PostgreSQL)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install  ## benchmarks: writes bench/results/ (BENCH_ARGS="--quick", "--sf 10", ...)

@@ -80,7 +80,7 @@ def gold_revenue(lake: Lake) -> pl.DataFrame:
 def assert_same_tables(left: dict, right: dict) -> None:
     assert left.keys() == right.keys()
     for key in left:
-        assert_frame_equal(left[key], right[key], check_row_order=True, obj=key)
+        assert_frame_equal(left[key], right[key], check_row_order=True)
 
 
 @pytest.fixture(scope="module")

@@ -43,17 +43,26 @@ def test_old_bronze_partition_update_requests_silver_then_gold(
         key.to_user_string(): sorted(result.get_requested_partitions(key))
         for key in (
             dg.AssetKey(["silver", "orders"]),
+            dg.AssetKey(["silver", "items"]),  # checks its references against silver orders
             dg.AssetKey(["gold", "daily_store_revenue"]),
         )
     }
-    assert requested == {"silver/orders": days, "gold/daily_store_revenue": days}
+    assert requested == {
+        "silver/orders": days,
+        "silver/items": days,
+        "gold/daily_store_revenue": days,
+    }
     # unpartitioned marts cannot share a run with daily partitions: they follow on the next tick
     assert result.get_num_requested(dg.AssetKey(["gold", "orders"])) == 0
-    assert result.get_num_requested(dg.AssetKey(["silver", "items"])) == 0
+    assert result.get_num_requested(dg.AssetKey(["silver", "products"])) == 0
     chain = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def]
     done = dg.materialize(
         chain,
-        selection=[dg.AssetKey(["silver", "orders"]), dg.AssetKey(["gold", "daily_store_revenue"])],
+        selection=[
+            dg.AssetKey(["silver", "orders"]),
+            dg.AssetKey(["silver", "items"]),
+            dg.AssetKey(["gold", "daily_store_revenue"]),
+        ],
         partition_key=days[0],
         resources=resources_for(lake),
         instance=instance,
