@@ -264,6 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         if not scenarios:
             return 0
     figures: dict = {}
+    previous = RESULTS / "latest.json"
+    if previous.exists() and set(scenarios) != set(DEFAULT_SCENARIOS):
+        # A partial run keeps the other scenarios' figures of the last run (their commit noted).
+        last = json.loads(previous.read_text())
+        kept = {k: v for k, v in last.get("figures", {}).items() if k not in scenarios}
+        figures |= kept
+        if kept:
+            meta["carried_over"] = {
+                k: last.get("meta", {}).get("git_commit") for k in kept if k != "sf10"
+            }
     sf10 = RESULTS / "sf10.json"
     for name in scenarios:
         try:

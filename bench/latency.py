@@ -60,6 +60,39 @@ def _deliver(jaffle: Path, root: Path, day: str) -> None:
             os.replace(tmp, target / f.name)
 
 
+def _wait_idle(home: Path, quiet: float, log: Callable[[str], None]) -> bool:
+    """Wait until the daemon has had no queued or running run for `quiet` seconds.
+
+    The warm-up day's downstream runs (the rest of silver, gold) must be over before the timed
+    delivery, or they compete with its runs for the two cores and the run queue.
+    """
+    import dagster as dg
+
+    active = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    deadline = time.monotonic() + TIMEOUT
+    with _instance(home) as instance:
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if instance.get_runs_count(dg.RunsFilter(statuses=active)):
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= quiet:
+                log(f"latency: daemon idle for {quiet:.0f} s")
+                return True
+            time.sleep(1)
+    return False
+
+
+def _instance(home: Path):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(home))
+
+
 def _wait(root: Path, day: str, started: float) -> float | None:
     while time.monotonic() - started < TIMEOUT:
         if _silver_rows(root, day) > 0:
@@ -70,6 +103,7 @@ def _wait(root: Path, day: str, started: float) -> float | None:
 
 def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
     from lakehouse.definitions import defs
+    from lakehouse.defs.automation import AUTOMATION_TICK_SECONDS
 
     if not list(defs.sensors or []):
         return {"seconds": None, "reason": "the code location defines no sensor"}
@@ -102,7 +136,9 @@ def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
         log(f"latency: warm-up day visible in silver after {warmup} s")
         if warmup is None:
             return {"seconds": None, "reason": f"warm-up day not in silver within {TIMEOUT:.0f} s"}
-        time.sleep(2)
+        # Two automation ticks without a run: the warm-up's silver and gold runs are all done.
+        if not _wait_idle(home, 2 * AUTOMATION_TICK_SECONDS + 5, log):
+            return {"seconds": None, "reason": f"daemon not idle within {TIMEOUT:.0f} s"}
         log(f"latency: delivering {days[1]}")
         started = time.monotonic()
         _deliver(jaffle, root, days[1])

@@ -61,7 +61,11 @@ def table(meta: dict, figures: dict) -> str:
     lines = [
         f"Benchmark run {meta['started_at']} at commit {meta['git_commit']} on {meta['machine']}"
         + (" (quick smoke run: less data)" if meta.get("quick") else "")
-        + (f", {meta['seconds'] / 60:.1f} min" if "seconds" in meta else ""),
+        + (f", {meta['seconds'] / 60:.1f} min" if "seconds" in meta else "")
+        + "".join(
+            f"; {name} from the run at commit {commit}"
+            for name, commit in meta.get("carried_over", {}).items()
+        ),
         "",
         "| figure | value | target | status |",
         "|---|---|---|---|",
