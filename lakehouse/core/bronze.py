@@ -60,6 +60,7 @@ partition: the batch size bounds bronze's memory (about 5x the landed bytes)."""
 FILES_PER_QUERY = 64
 
 
+@delta.reusing_tables()
 def load_bronze(
     lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
 ) -> BronzeResult:

@@ -6,7 +6,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
@@ -67,12 +69,44 @@ def commit_properties(**metadata: Any) -> CommitProperties:
     )
 
 
-def open_table(lake: Lake, uri: str) -> DeltaTable | None:
-    """The Delta table at `uri`, or None if none has been written there yet."""
+_reused: ContextVar[dict[str, DeltaTable] | None] = ContextVar("reused_tables", default=None)
+
+
+@contextmanager
+def reusing_tables() -> Iterator[None]:
+    """Within the block, every table is loaded once and then brought up to date on each use.
+
+    Loading a table replays its log and lists every active file, which grows with the table;
+    `update_incremental()` reads only the commits since. One load (one layer, some dates) opens
+    the same tables many times. Nested blocks share the outermost one's tables.
+    """
+    token = _reused.set({}) if _reused.get() is None else None
     try:
-        return DeltaTable(uri, storage_options=lake.storage_options or None)
+        yield
+    finally:
+        if token is not None:
+            _reused.reset(token)
+
+
+def open_table(lake: Lake, uri: str) -> DeltaTable | None:
+    """The Delta table at `uri` at its latest version, or None if none has been written there yet."""
+    tables = _reused.get()
+    if tables is not None and uri in tables:
+        table = tables[uri]
+        table.update_incremental()
+        return table
+    try:
+        table = DeltaTable(uri, storage_options=lake.storage_options or None)
     except TableNotFoundError:
         return None
+    if tables is not None:
+        tables[uri] = table
+    return table
+
+
+def _target(lake: Lake, uri: str) -> DeltaTable | str:
+    """What a write goes to: the open table when there is one (no second log load), else the URI."""
+    return open_table(lake, uri) or uri
 
 
 def table_version(lake: Lake, uri: str) -> int | None:
@@ -136,12 +170,13 @@ def replace_where(
     if partition_by:
         options["partition_by"] = list(partition_by)
     so = lake.storage_options or None
+    target = _target(lake, uri)
     if isinstance(data, pa.RecordBatchReader):
-        write_deltalake(uri, data, mode="overwrite", storage_options=so, **options)
+        write_deltalake(target, data, mode="overwrite", storage_options=so, **options)
     elif isinstance(data, pl.LazyFrame):
-        data.sink_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
+        data.sink_delta(target, mode="overwrite", storage_options=so, delta_write_options=options)
     else:
-        data.write_delta(uri, mode="overwrite", storage_options=so, delta_write_options=options)
+        data.write_delta(target, mode="overwrite", storage_options=so, delta_write_options=options)
 
 
 @retry_conflicts
@@ -157,7 +192,7 @@ def append(
     if data.is_empty():
         return
     write_deltalake(
-        uri,
+        _target(lake, uri),
         data.to_arrow(),
         mode="append",
         schema_mode="merge",
@@ -209,6 +244,20 @@ def merge(
         .when_not_matched_insert_all()
         .execute()
     )
+
+
+@retry_conflicts
+def compact(lake: Lake, uri: str, *, max_files: int, **metadata: Any) -> bool:
+    """Bin-pack the table's data files into few once it holds more than `max_files` of them.
+
+    For append-only tables that gain one small file per commit: every read opens every file, so
+    left alone a read slows with the number of runs. Returns whether it compacted.
+    """
+    table = open_table(lake, uri)
+    if table is None or len(table.file_uris()) <= max_files:
+        return False
+    table.optimize.compact(commit_properties=commit_properties(**metadata))
+    return True
 
 
 def table_stats(lake: Lake, uri: str) -> tuple[int, int] | None:

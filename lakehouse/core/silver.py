@@ -135,6 +135,7 @@ class SilverResult:
         return [c for p in self.partitions.values() for c in p.checks if c.check == check]
 
 
+@delta.reusing_tables()
 def load_silver(
     lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
 ) -> SilverResult:

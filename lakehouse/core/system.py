@@ -53,19 +53,28 @@ _DQ_SCHEMA = {
 }
 
 
+COMPACT_FILES = 32
+"""A system table gains one small file per run; past this many, the next append compacts it, so
+reading it (the ledger is read by every silver load and landing-sensor tick) stays flat."""
+
+
+def _append(lake: Lake, table: str, frame: pl.DataFrame) -> None:
+    uri = lake.table_uri("_system", table)
+    delta.append(lake, uri, frame, step=f"record {table}")
+    delta.compact(lake, uri, max_files=COMPACT_FILES, step=f"compact {table}")
+
+
 def record_ingest(lake: Lake, loaded: Sequence[dict], rejected: Sequence[dict]) -> None:
     """Append the files of one bronze load to the ingest ledger and the rejected-files table."""
     for table, rows in ((INGEST_LEDGER, loaded), (REJECTED_FILES, rejected)):
         if rows:
-            frame = pl.DataFrame(list(rows), schema=_LEDGER_SCHEMA)
-            delta.append(lake, lake.table_uri("_system", table), frame, step=f"record {table}")
+            _append(lake, table, pl.DataFrame(list(rows), schema=_LEDGER_SCHEMA))
 
 
 def record_dq_results(lake: Lake, rows: Sequence[dict]) -> None:
     """Append check results (one row per run x partition x check)."""
     if rows:
-        frame = pl.DataFrame(list(rows), schema=_DQ_SCHEMA)
-        delta.append(lake, lake.table_uri("_system", DQ_RESULTS), frame, step="record checks")
+        _append(lake, DQ_RESULTS, pl.DataFrame(list(rows), schema=_DQ_SCHEMA))
 
 
 def read_table(lake: Lake, table: str) -> pl.DataFrame:
