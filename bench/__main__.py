@@ -271,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         kept = {k: v for k, v in last.get("figures", {}).items() if k not in scenarios}
         figures |= kept
         if kept:
+            origin = last.get("meta", {}).get("carried_over", {})
             meta["carried_over"] = {
-                k: last.get("meta", {}).get("git_commit") for k in kept if k != "sf10"
+                k: origin.get(k, last.get("meta", {}).get("git_commit")) for k in kept if k != "sf10"
             }
     sf10 = RESULTS / "sf10.json"
     for name in scenarios:
