@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         if kept:
             origin = last.get("meta", {}).get("carried_over", {})
             meta["carried_over"] = {
-                k: origin.get(k, last.get("meta", {}).get("git_commit")) for k in kept if k != "sf10"
+                k: origin.get(k, last.get("meta", {}).get("git_commit"))
+                for k in kept
+                if k != "sf10"
             }
     sf10 = RESULTS / "sf10.json"
     for name in scenarios:
