@@ -162,27 +162,17 @@ def backfill(spec: dict) -> dict:
     from lakehouse.definitions import defs
     from lakehouse.defs.gold import dbt_resource
     from lakehouse.defs.resources import LakeResource
+    from lakehouse.defs.runs import materialize_range
 
     lake = _lake(spec)
     chain = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def]
     resources = {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
     instance = dg.DagsterInstance.ephemeral()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     dates = spec["dates"]
     runs = [(dates[0], dates[-1])] if spec["mode"] == "single_run" else [(d, d) for d in dates]
     started = time.perf_counter()
     for first, last in runs:
-        result = dg.materialize(
-            chain,
-            resources=resources,
-            instance=instance,
-            raise_on_error=False,
-            run_config=quiet,
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-            },
-        )
+        result = materialize_range(chain, first, last, instance=instance, resources=resources)
         if not result.success:
             msg = f"backfill run {first}..{last} failed"
             raise RuntimeError(msg)

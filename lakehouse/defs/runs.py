@@ -24,6 +24,28 @@ def landed_dates(lake: Lake) -> list[str]:
     )
 
 
+def materialize_range(
+    assets: list[dg.AssetsDefinition],
+    first: str,
+    last: str,
+    *,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+) -> dg.ExecuteInProcessResult:
+    """One run of the partitioned `assets` over the dates `first`..`last` (a single-run backfill)."""
+    return dg.materialize(
+        assets,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+        run_config=QUIET,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+    )
+
+
 def materialize_landed(
     defs: dg.Definitions,
     lake: Lake,
@@ -40,16 +62,8 @@ def materialize_landed(
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     partitioned = [a for a in assets if a.partitions_def is not None]
     unpartitioned = [a for a in assets if a.partitions_def is None]
-    chain = dg.materialize(
-        partitioned,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-        run_config=QUIET,
-        tags={
-            "dagster/asset_partition_range_start": dates[0],
-            "dagster/asset_partition_range_end": dates[-1],
-        },
+    chain = materialize_range(
+        partitioned, dates[0], dates[-1], instance=instance, resources=resources
     )
     # As under automation (all_deps_blocking_checks_passed): a mart downstream of a failed
     # blocking check does not run.
