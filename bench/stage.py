@@ -1,6 +1,6 @@
 """One measured stage in its own process: `python -m bench.stage <spec.json> <out.json>`.
 
-Running each stage in a fresh process makes its peak RSS (`ru_maxrss`) the stage's own, and keeps
+Running each stage in a fresh process makes its peak RSS (VmHWM) the stage's own, and keeps
 one stage's caches from flattering the next. The spec names the stage and its inputs; the child
 writes {"seconds", "rows", "peak_rss_bytes", ...} to out.json. Timings exclude process start and
 imports: they time the work only.
@@ -22,7 +22,15 @@ import polars as pl
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak resident memory in bytes.
+
+    From VmHWM, the high-water mark of the process's own address space: `ru_maxrss` survives
+    exec, so a stage started by a large parent would report the parent's peak as its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _contract(name: str):

@@ -8,20 +8,26 @@ deleting a landed file never deletes data. Partitioned by `_landing_date`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
-import pyarrow as pa
+from deltalake.transaction import AddAction, RemoveAction
 
 from lakehouse.core import delta, system
 from lakehouse.core.contract import Contract
-from lakehouse.core.errors import LandingFileError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
-from lakehouse.core.readers import READER_COLUMNS, ROW_NUMBER, landed_frame
+from lakehouse.core.readers import (
+    FILE_COLUMN,
+    READER_COLUMNS,
+    ROW_NUMBER,
+    LandedGroup,
+    landed_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +58,10 @@ class BronzeResult:
         return out
 
 
-BATCH_BYTES = 256 << 20
-"""Files are loaded in batches of about this many landed bytes, each batch one Delta commit.
-
-The Delta writer holds a partition's rows until the batch ends, and every landing date is a
-partition: the batch size bounds bronze's memory (about 5x the landed bytes)."""
-FILES_PER_QUERY = 64
+BATCH_BYTES = 512 << 20
+"""Files are loaded in batches of about this many landed bytes, each batch one Delta commit."""
+STATS_COLUMNS = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, RUN_ID)
+"""Columns whose statistics each bronze data file records: what bronze is searched by."""
 
 
 @delta.reusing_tables()
@@ -66,9 +70,10 @@ def load_bronze(
 ) -> BronzeResult:
     """Load every file landed for `contract` on `landing_dates` into bronze.
 
-    Files go in batches (about BATCH_BYTES each), every batch one streamed write and one Delta
-    commit. A batch that fails mid-file commits nothing and is retried file by file, so only the
-    defective file is rejected.
+    Every landed file becomes one Parquet data file in its landing date's partition, written
+    by polars; a batch of files (about BATCH_BYTES) is then one Delta commit that adds them and
+    removes the data those files had from an earlier load. A file that fails to parse is
+    rejected and the batch's other files still load.
     """
     uri = lake.table_uri("bronze", contract.name)
     files = list_landing_files(lake, contract.name, landing_dates)
@@ -104,6 +109,15 @@ def _batches(files: list[LandingFile]) -> list[list[LandingFile]]:
     return batches
 
 
+@dataclass
+class _Written:
+    """Landed files parsed and written as data files, not yet committed."""
+
+    actions: list[AddAction] = field(default_factory=list)
+    schema: dict[str, pl.DataType] = field(default_factory=dict)
+    ledger: list[dict] = field(default_factory=list)
+
+
 def _load_batch(
     lake: Lake,
     contract: Contract,
@@ -113,185 +127,190 @@ def _load_batch(
     ingested_at: datetime,
 ) -> tuple[list[dict], list[dict]]:
     """Load `files` in one commit; returns (ledger rows of loaded files, rejections)."""
-    loaded: list[dict] = []
     rejected: list[dict] = []
-    with ExitStack() as stack:
-        readable: list[tuple[LandingFile, str, list[str], pl.LazyFrame]] = []
-        for file in files:
-            local_path, sha256 = stack.enter_context(fetched(lake, file))
-            try:
-                frame = stack.enter_context(
-                    landed_frame(
-                        local_path,
-                        contract.format,
-                        display_path=file.relative_path,
-                        columns=contract.landed_columns,
+    written = _Written()
+    try:
+        with ExitStack() as stack:
+            fetches = [stack.enter_context(fetched(lake, file)) for file in files]
+            landed = {
+                str(path): (file, sha256)
+                for file, (path, sha256) in zip(files, fetches, strict=True)
+            }
+            groups, failures = stack.enter_context(
+                landed_groups(
+                    [(path, f.relative_path) for f, (path, _) in zip(files, fetches, strict=True)],
+                    contract.format,
+                    columns=contract.landed_columns,
+                )
+            )
+            for path, error in failures.items():
+                file, sha256 = landed[str(path)]
+                rejected.append(
+                    _ledger_row(
+                        file, run_id, ingested_at, sha256=sha256, rows=0, reason=error.reason
                     )
                 )
-            except LandingFileError as exc:
-                rejected.append(
-                    _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=0, reason=exc.reason)
-                )
-                continue
-            columns = [c for c in frame.collect_schema().names() if c not in READER_COLUMNS]
-            rows = _with_lineage(frame, file, sha256, run_id, ingested_at)
-            readable.append((file, sha256, columns, rows))
-        if not readable:
-            return loaded, rejected
-        try:
-            _replace_files(lake, uri, [r[0] for r in readable], [r[3] for r in readable], run_id)
-            written = readable
-        except pl.exceptions.PolarsError:
-            if len(readable) == 1:
-                written = []
-                rejected.append(_parse_rejection(readable[0], run_id, ingested_at))
-            else:  # a defect found mid-file: nothing was committed; isolate it file by file
-                written = []
-                for entry in readable:
-                    try:
-                        _replace_files(lake, uri, [entry[0]], [entry[3]], run_id)
-                        written.append(entry)
-                    except pl.exceptions.PolarsError:
-                        rejected.append(_parse_rejection(entry, run_id, ingested_at))
-    counts = _rows_per_file(lake, uri, [entry[0] for entry in written])
-    for file, sha256, columns, _ in written:
-        loaded.append(
+            for group in groups:
+                rejected += _write_group(lake, uri, group, landed, written, run_id, ingested_at)
+        if written.actions:
+            _commit(lake, uri, written, run_id)
+    except BaseException:
+        delta.discard_files(lake, uri, written.actions)
+        raise
+    return written.ledger, rejected
+
+
+def _write_group(
+    lake: Lake,
+    uri: str,
+    group: LandedGroup,
+    landed: dict[str, tuple[LandingFile, str]],
+    written: _Written,
+    run_id: str,
+    ingested_at: datetime,
+) -> list[dict]:
+    """Parse a group of files in one query and write each as a data file; returns rejections.
+
+    A defect found mid-file fails the whole query: the group is then parsed file by file, so
+    only the defective file is rejected.
+    """
+    paths = [str(path) for path in group.paths]
+    entries = [landed[path] for path in paths]
+    lineage = {
+        SOURCE_FILE: [file.relative_path for file, _ in entries],
+        SOURCE_SHA256: [sha256 for _, sha256 in entries],
+        LANDING_DATE: [file.landing_date for file, _ in entries],
+    }
+    try:
+        rows = (
+            group.frame.with_columns(
+                *(
+                    pl.col(FILE_COLUMN)
+                    .replace_strict(paths, values, return_dtype=pl.String)
+                    .alias(name)
+                    for name, values in lineage.items()
+                ),
+                pl.col(ROW_NUMBER).cast(pl.Int64),
+                pl.lit(ingested_at).alias(INGESTED_AT),
+                pl.lit(run_id).alias(RUN_ID),
+            )
+            .drop(FILE_COLUMN)
+            .collect()
+        )
+    except pl.exceptions.PolarsError as exc:
+        if len(paths) == 1:
+            file, sha256 = entries[0]
+            return [_parse_rejection(file, sha256, exc, run_id, ingested_at)]
+        rejected = []
+        for single in group.split():
+            rejected += _write_group(lake, uri, single, landed, written, run_id, ingested_at)
+        return rejected
+    columns = [c for c in group.frame.collect_schema().names() if c not in READER_COLUMNS]
+    by_file = rows.partition_by(SOURCE_FILE, as_dict=True, maintain_order=True)
+    parts = []
+    for file, sha256 in entries:
+        file_rows = by_file.get((file.relative_path,))
+        if file_rows is not None:
+            parts.append(({LANDING_DATE: file.landing_date}, file_rows))
+        written.ledger.append(
             _ledger_row(
                 file,
                 run_id,
                 ingested_at,
                 sha256=sha256,
-                rows=counts.get(file.relative_path, 0),
+                rows=0 if file_rows is None else file_rows.height,
                 columns=columns,
             )
         )
-    return loaded, rejected
+    for name, dtype in rows.schema.items():
+        written.schema.setdefault(name, dtype)
+    written.actions += delta.write_data_files(lake, uri, parts, stats_columns=STATS_COLUMNS)
+    return []
 
 
-def _with_lineage(
-    frame: pl.LazyFrame, file: LandingFile, sha256: str, run_id: str, ingested_at: datetime
-) -> pl.LazyFrame:
-    return frame.with_columns(
-        pl.col(ROW_NUMBER).cast(pl.Int64),
-        pl.lit(file.relative_path).alias(SOURCE_FILE),
-        pl.lit(sha256).alias(SOURCE_SHA256),
-        pl.lit(ingested_at).alias(INGESTED_AT),
-        pl.lit(run_id).alias(RUN_ID),
-        pl.lit(file.landing_date).alias(LANDING_DATE),
-    )
-
-
-def _replace_files(
-    lake: Lake, uri: str, files: list[LandingFile], frames: list[pl.LazyFrame], run_id: str
-) -> None:
-    """Replace the bronze rows of `files` with `frames` in one streamed write and one commit."""
-    dates = sorted({f.landing_date for f in files})
-    predicate = (
-        f"{delta.in_predicate(LANDING_DATE, dates)} AND "
-        f"{delta.in_predicate(SOURCE_FILE, [f.relative_path for f in files])}"
-    )
-    delta.replace_where(
-        lake,
-        uri,
-        frames[0] if len(frames) == 1 else lambda: _stream(frames),
-        predicate,
-        partition_by=[LANDING_DATE],
-        step="bronze load",
-        run_id=run_id,
-        files=len(files),
-    )
-
-
-def _stream(frames: list[pl.LazyFrame]) -> pa.RecordBatchReader:
-    """The rows of every frame as one stream of Arrow batches, columns aligned by name.
-
-    Frames are collected a chunk of files at a time: polars opens every source of one query at
-    once, so one query over thousands of files exhausts its thread pool.
-    """
-    schemas = [frame.collect_schema() for frame in frames]
-    schema: dict[str, pl.DataType] = {}
-    for frame_schema in schemas:
-        for name, dtype in frame_schema.items():
-            schema.setdefault(name, dtype)
-    aligned = [
-        frame
-        if list(frame_schema) == list(schema)
-        else frame.select(
-            pl.col(name) if name in frame_schema else pl.lit(None, dtype).alias(name)
-            for name, dtype in schema.items()
-        )
-        for frame, frame_schema in zip(frames, schemas, strict=True)
-    ]
-    arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for i in range(0, len(aligned), FILES_PER_QUERY):
-            # Small daily files parse faster collected than streamed; a chunk stays small.
-            chunk = pl.concat(aligned[i : i + FILES_PER_QUERY]).collect()
-            yield from chunk.to_arrow().cast(arrow_schema).to_batches()
-
-    return pa.RecordBatchReader.from_batches(arrow_schema, batches())
-
-
-def _parse_rejection(entry: tuple, run_id: str, ingested_at: datetime) -> dict:
-    file, sha256 = entry[0], entry[1]
+@delta.retry_conflicts
+def _commit(lake: Lake, uri: str, written: _Written, run_id: str) -> None:
+    """Add the written files and remove the data an earlier load of the same files left."""
+    replaced = {entry["path"] for entry in written.ledger}
+    dates = sorted({entry["landing_date"] for entry in written.ledger})
+    removes, rewritten = _replaced_data(lake, uri, replaced, dates)
     try:
-        entry[3].select(pl.len()).collect()
-    except pl.exceptions.PolarsError as exc:
-        text = str(exc).strip()
-        reason = text.splitlines()[0] if text else type(exc).__name__
-    else:
-        reason = "the file could not be written to bronze"
+        delta.commit_files(
+            lake,
+            uri,
+            [*written.actions, *rewritten],
+            removes,
+            pl.DataFrame(schema=written.schema).to_arrow().schema,
+            partition_by=[LANDING_DATE],
+            claims=[f"bronze/{date}" for date in dates],
+            step="bronze load",
+            run_id=run_id,
+            files=len(replaced),
+        )
+    except BaseException:
+        delta.discard_files(lake, uri, rewritten)
+        raise
+
+
+def _replaced_data(
+    lake: Lake, uri: str, replaced: set[str], dates: list[str]
+) -> tuple[list[RemoveAction], list[AddAction]]:
+    """Removals of the data files holding rows of `replaced` landed files, in `dates`.
+
+    A data file whose `_source_file` statistics name one landed file holds only that file's rows
+    (bronze writes one data file per landed file) and is removed whole. Any other data file of
+    those dates that may hold some of their rows (statistics spanning several files, or none) is
+    rewritten without them.
+    """
+    table = delta.open_table(lake, uri)
+    if table is None:
+        return [], []
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    low, high = f"min.{SOURCE_FILE}", f"max.{SOURCE_FILE}"
+    actions = actions.select(
+        "path",
+        "size_bytes",
+        pl.col(f"partition.{LANDING_DATE}").alias("date"),
+        (pl.col(low) if low in actions.columns else pl.lit(None, pl.String)).alias("low"),
+        (pl.col(high) if high in actions.columns else pl.lit(None, pl.String)).alias("high"),
+    ).filter(pl.col("date").is_in(dates))
+    now = int(time.time() * 1000)
+    removes: list[RemoveAction] = []
+    mixed: list[tuple[str, str, int]] = []
+    names = sorted(replaced)
+    for path, size, date, low_value, high_value in actions.iter_rows():
+        if low_value is not None and low_value == high_value:
+            if low_value in replaced:
+                removes.append(RemoveAction(path, True, now, size, {LANDING_DATE: date}))
+        elif (
+            low_value is None
+            or high_value is None
+            or any(low_value <= name <= high_value for name in names)
+        ):
+            mixed.append((path, date, size))
+    rewritten: list[AddAction] = []
+    for path, date, size in mixed:
+        rows = pl.read_parquet(f"{uri}/{path}", storage_options=lake.storage_options or None)
+        kept = rows.filter(~pl.col(SOURCE_FILE).is_in(names))
+        if kept.height == rows.height:
+            continue
+        removes.append(RemoveAction(path, True, now, size, {LANDING_DATE: date}))
+        if kept.height:
+            kept = kept.with_columns(pl.lit(date).alias(LANDING_DATE))
+            rewritten += delta.write_data_files(
+                lake, uri, [({LANDING_DATE: date}, kept)], stats_columns=STATS_COLUMNS
+            )
+    return removes, rewritten
+
+
+def _parse_rejection(
+    file: LandingFile, sha256: str, exc: Exception, run_id: str, ingested_at: datetime
+) -> dict:
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
     return _ledger_row(
         file, run_id, ingested_at, sha256=sha256, rows=0, reason=f"cannot be parsed: {reason}"
     )
-
-
-def _rows_per_file(lake: Lake, uri: str, files: list[LandingFile]) -> dict[str, int]:
-    """Bronze rows of each of `files`, from the Delta log where it can tell, else a pruned scan.
-
-    The write replaced every row of `files`, so a data file whose `_source_file` statistics are
-    exactly one of them (min = max) holds only that file's rows; its `num_records` counts them.
-    Dates with a data file holding several source files (or no statistics) are scanned.
-    """
-    if not files:
-        return {}
-    table = delta.open_table(lake, uri)
-    if table is None:
-        return {}
-    wanted = {f.relative_path for f in files}
-    dates = {f.landing_date for f in files}
-    counts: dict[str, int] = {}
-    unresolved: set[str] = set()
-    actions = pl.DataFrame(table.get_add_actions(flatten=True))
-    lo, hi = f"min.{SOURCE_FILE}", f"max.{SOURCE_FILE}"
-    for date, low, high, rows in actions.select(
-        f"partition.{LANDING_DATE}",
-        pl.col(lo) if lo in actions.columns else pl.lit(None, pl.String),
-        pl.col(hi) if hi in actions.columns else pl.lit(None, pl.String),
-        "num_records",
-    ).iter_rows():
-        if date not in dates:
-            continue
-        if low is not None and low == high and rows is not None:
-            if low in wanted:
-                counts[low] = counts.get(low, 0) + rows
-        else:
-            unresolved.add(date)
-    if unresolved:
-        scanned = (
-            pl.scan_delta(table)
-            .filter(
-                pl.col(LANDING_DATE).is_in(sorted(unresolved)),
-                pl.col(SOURCE_FILE).is_in(sorted(wanted)),
-            )
-            .group_by(SOURCE_FILE)
-            .len()
-            .collect()
-        )
-        for path, rows in scanned.iter_rows():
-            counts[path] = rows  # a scanned date's count is complete: it replaces partial sums
-    return counts
 
 
 def _ledger_row(

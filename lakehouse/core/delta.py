@@ -1,22 +1,36 @@
-"""Delta Lake I/O shared by every layer: existence, versions, pruned scans, replace-where, MERGE."""
+"""Delta Lake I/O shared by every layer: existence, versions, pruned scans, replace-where, MERGE,
+and commits of data files a layer wrote itself."""
 
 from __future__ import annotations
 
 import functools
+import io
+import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Field, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import (
+    AddAction,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
 
 from lakehouse.core.lake import Lake
+from lakehouse.core.landing import s3_client, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +48,10 @@ R = TypeVar("R")
 
 
 def retry_conflicts(write: Callable[P, R]) -> Callable[P, R]:
-    """Rerun `write` when delta-rs rejects its commit for a conflicting concurrent transaction.
-
-    A write fed an Arrow stream is not rerun (the stream is spent): pass a function returning a
-    fresh stream instead (see `replace_where`).
-    """
+    """Rerun `write` when delta-rs rejects its commit for a conflicting concurrent transaction."""
 
     @functools.wraps(write)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if any(isinstance(a, pa.RecordBatchReader) for a in (*args, *kwargs.values())):
-            return write(*args, **kwargs)
         for attempt in range(1, CONFLICT_ATTEMPTS):
             try:
                 return write(*args, **kwargs)
@@ -145,7 +153,7 @@ def in_predicate(column: str, values: Sequence[str]) -> str:
 def replace_where(
     lake: Lake,
     uri: str,
-    data: pl.DataFrame | pl.LazyFrame | pa.RecordBatchReader | Callable[[], pa.RecordBatchReader],
+    data: pl.DataFrame | pl.LazyFrame,
     predicate: str,
     *,
     partition_by: Sequence[str] | None = None,
@@ -154,12 +162,8 @@ def replace_where(
 ) -> None:
     """Atomically replace the rows matching `predicate` with `data` (creating the table if needed).
 
-    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent. A
-    function returning an Arrow stream is called once per attempt, so a conflicting commit is
-    retried with a fresh stream.
+    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent.
     """
-    if callable(data):
-        data = data()
     options: dict[str, Any] = {
         "predicate": predicate,
         "commit_properties": commit_properties(**metadata),
@@ -171,9 +175,7 @@ def replace_where(
         options["partition_by"] = list(partition_by)
     so = lake.storage_options or None
     target = _target(lake, uri)
-    if isinstance(data, pa.RecordBatchReader):
-        write_deltalake(target, data, mode="overwrite", storage_options=so, **options)
-    elif isinstance(data, pl.LazyFrame):
+    if isinstance(data, pl.LazyFrame):
         data.sink_delta(target, mode="overwrite", storage_options=so, delta_write_options=options)
     else:
         data.write_delta(target, mode="overwrite", storage_options=so, delta_write_options=options)
@@ -243,6 +245,138 @@ def merge(
         .when_matched_update_all(predicate=update_predicate)
         .when_not_matched_insert_all()
         .execute()
+    )
+
+
+DATA_FILE_COMPRESSION = "zstd"
+
+
+def write_data_files(
+    lake: Lake,
+    uri: str,
+    parts: Sequence[tuple[dict[str, str], pl.DataFrame]],
+    *,
+    stats_columns: Sequence[str],
+) -> list[AddAction]:
+    """Write each (partition values, rows) part as one Parquet data file of the table at `uri`.
+
+    For writers that know their files better than a generic writer does (bronze: one data file
+    per landed file). The files stay invisible until `commit_files` adds them; `discard_files`
+    deletes them if that commit never happens. Each file's statistics (row count; null count,
+    minimum and maximum of `stats_columns`) go into its action, as readers skip files by them.
+    """
+    client = s3_client(lake) if lake.is_s3 else None
+    now = int(time.time() * 1000)
+    actions = []
+    for partition, frame in parts:
+        data = frame.drop(list(partition))
+        relative = "/".join(f"{k}={quote(v, safe='')}" for k, v in partition.items())
+        relative = f"{relative}/part-{uuid.uuid4()}.{DATA_FILE_COMPRESSION}.parquet".lstrip("/")
+        if client is None:
+            path = Path(uri) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data.write_parquet(path, compression=DATA_FILE_COMPRESSION)
+            size = path.stat().st_size
+        else:
+            buffer = io.BytesIO()
+            data.write_parquet(buffer, compression=DATA_FILE_COMPRESSION)
+            bucket, key = split_s3_uri(f"{uri}/{relative}")
+            client.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+            size = buffer.tell()
+        actions.append(
+            AddAction(relative, size, dict(partition), now, True, _file_stats(data, stats_columns))
+        )
+    return actions
+
+
+def _file_stats(data: pl.DataFrame, columns: Sequence[str]) -> str:
+    stats: dict[str, Any] = {
+        "numRecords": data.height,
+        "minValues": {},
+        "maxValues": {},
+        "nullCount": {},
+    }
+    for name in columns:
+        column = data.get_column(name)
+        stats["nullCount"][name] = column.null_count()
+        if column.null_count() < data.height:
+            stats["minValues"][name] = column.min()
+            stats["maxValues"][name] = column.max()
+    return json.dumps(stats)
+
+
+def discard_files(lake: Lake, uri: str, actions: Sequence[AddAction]) -> None:
+    """Delete data files written for a commit that failed, once the table shows it did not land.
+
+    A commit can fail after its version was written (a post-commit checkpoint, a lost reply):
+    files the table holds are kept, whatever the error said.
+    """
+    table = open_table(lake, uri)
+    if table is not None:
+        held = set(pl.DataFrame(table.get_add_actions(flatten=True)).get_column("path"))
+        actions = [a for a in actions if a.path not in held]
+    if lake.is_s3:
+        client = s3_client(lake)
+        for action in actions:
+            bucket, key = split_s3_uri(f"{uri}/{action.path}")
+            client.delete_object(Bucket=bucket, Key=key)
+    else:
+        for action in actions:
+            (Path(uri) / action.path).unlink(missing_ok=True)
+
+
+def commit_files(
+    lake: Lake,
+    uri: str,
+    adds: Sequence[AddAction],
+    removes: Sequence[RemoveAction],
+    schema: pa.Schema,
+    *,
+    partition_by: Sequence[str],
+    claims: Sequence[str],
+    **metadata: Any,
+) -> None:
+    """Commit written data files and removals as one version, creating the table if needed.
+
+    `schema` (the added files' columns, partition columns included) is merged into the table's:
+    new columns are added, nullable. `claims` name what the commit replaces (bronze: its landing
+    dates); each is recorded as an application transaction, so two concurrent commits claiming
+    the same name conflict (CommitFailedError) instead of both landing: a removal alone would not
+    catch two first loads of the same data.
+    """
+    version = time.time_ns()
+    properties = CommitProperties(
+        custom_metadata={k: str(v) for k, v in metadata.items()},
+        max_commit_retries=COMMIT_RETRIES,
+        app_transactions=[Transaction(claim, version) for claim in claims],
+    )
+    table = open_table(lake, uri)
+    if table is None:
+        create_table_with_add_actions(
+            uri,
+            DeltaSchema.from_arrow(schema),
+            list(adds),
+            mode="append",
+            partition_by=list(partition_by),
+            configuration=TABLE_PROPERTIES,
+            storage_options=lake.storage_options or None,
+            commit_properties=properties,
+        )
+        return
+    known = {field.name for field in table.schema().fields}
+    new_fields = [f for f in DeltaSchema.from_arrow(schema).fields if f.name not in known]
+    if new_fields:
+        table.alter.add_columns(
+            [Field(f.name, f.type, nullable=True) for f in new_fields],
+            commit_properties=commit_properties(**metadata, step="add columns"),
+        )
+        table.update_incremental()
+    table.create_write_transaction(
+        [*adds, *removes],
+        mode="append",
+        schema=table.schema(),
+        partition_by=list(partition_by),
+        commit_properties=properties,
     )
 
 

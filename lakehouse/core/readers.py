@@ -24,7 +24,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +36,16 @@ from lakehouse.core.errors import LandingFileError
 ROW_NUMBER = "_row_number"
 RAW_LINE = "_raw_line"
 PARSE_ERROR = "_parse_error"
-READER_COLUMNS = (ROW_NUMBER, RAW_LINE, PARSE_ERROR)
+FILE_COLUMN = "_landed_file"
+"""The local path of a row's file, in frames of `landed_groups` (several files per query)."""
+READER_COLUMNS = (ROW_NUMBER, RAW_LINE, PARSE_ERROR, FILE_COLUMN)
 """Columns a reader adds; every other column of its frame is a landed column."""
 
 MAX_QUOTED_LINES = 100
 """A quoted field may span at most this many physical lines before its quote counts as unclosed."""
 _SNIFF_BYTES = 8192
 _CHUNK_BYTES = 8 * 1024 * 1024
+_FILES_PER_SCAN = 256
 
 
 @contextmanager
@@ -73,6 +76,98 @@ def landed_frame(
         except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
             raise LandingFileError(display_path, _reason(exc)) from exc
         yield frame
+
+
+@dataclass(frozen=True)
+class LandedGroup:
+    """Landed files read by one query: their rows, each tagged with its file in FILE_COLUMN."""
+
+    paths: tuple[Path, ...]
+    frame: pl.LazyFrame
+    fmt: FileFormat
+
+    def split(self) -> list[LandedGroup]:
+        """One group per file: a query that fails mid-file is retried to find the file."""
+        if len(self.paths) == 1:
+            return [self]
+        return [LandedGroup((p,), _tagged(_scan(p, self.fmt), p), self.fmt) for p in self.paths]
+
+
+@contextmanager
+def landed_groups(
+    files: Sequence[tuple[Path, str]],
+    fmt: FileFormat,
+    *,
+    columns: Sequence[str] | None = None,
+) -> Iterator[tuple[list[LandedGroup], dict[Path, LandingFileError]]]:
+    """`landed_frame` over many (path, display path) files: groups of frames, and rejections.
+
+    Plain CSV files whose lines all check out (one vectorised pass over all of them) are read
+    a few hundred per query when they share a header: per-file queries would cost more in
+    overhead than thousands of small daily files cost in work. Every other file is a group of
+    its own, read by `landed_frame`.
+    """
+    shared: dict[tuple[str, ...], list[Path]] = {}
+    rejected: dict[Path, LandingFileError] = {}
+    if fmt.type == "csv":
+        headers: dict[Path, list[str]] = {}
+        for path, display_path in files:
+            if path.suffix != ".gz":
+                try:
+                    header = _csv_header(path, fmt, display_path)
+                    _check_header(header, columns, display_path)
+                except (LandingFileError, OSError):
+                    continue  # read alone: landed_frame rejects it with the reason
+                headers[path] = header
+        clean = _clean_files(list(headers), fmt, {p: len(h) for p, h in headers.items()})
+        for path in clean:
+            shared.setdefault(tuple(headers[path]), []).append(path)
+    groups: list[LandedGroup] = []
+    for paths in shared.values():
+        for i in range(0, len(paths), _FILES_PER_SCAN):
+            chunk = tuple(paths[i : i + _FILES_PER_SCAN])
+            groups.append(LandedGroup(chunk, _scan_many(chunk, fmt), fmt))
+    proven = {p for group in groups for p in group.paths}
+    with ExitStack() as stack:
+        for path, display_path in files:
+            if path in proven:
+                continue
+            try:
+                frame = stack.enter_context(
+                    landed_frame(path, fmt, display_path=display_path, columns=columns)
+                )
+            except LandingFileError as exc:
+                rejected[path] = exc
+            else:
+                groups.append(LandedGroup((path,), _tagged(frame, path), fmt))
+        yield groups, rejected
+
+
+def _tagged(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    return frame.with_columns(pl.lit(str(path)).alias(FILE_COLUMN))
+
+
+def _scan_many(paths: Sequence[Path], fmt: FileFormat) -> pl.LazyFrame:
+    """One scan of clean CSV files sharing a header; row numbers count within each file.
+
+    Clean files have one record per line and no blank line, so a file's n-th row is its n-th
+    data line, as a one-file scan numbers it.
+    """
+    return (
+        pl.scan_csv(
+            list(paths),
+            infer_schema=False,
+            separator=fmt.delimiter,
+            quote_char=fmt.quote_char or None,
+            null_values=list(fmt.null_values),
+            include_file_paths=FILE_COLUMN,
+            raise_if_empty=True,
+        )
+        .with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(FILE_COLUMN).alias(ROW_NUMBER)
+        )
+        .select(ROW_NUMBER, pl.exclude(ROW_NUMBER))
+    )
 
 
 @contextmanager
@@ -128,12 +223,7 @@ def _read_csv(
     path: Path, fmt: FileFormat, display_path: str, columns: Sequence[str] | None
 ) -> pl.LazyFrame:
     header = _csv_header(path, fmt, display_path)
-    if columns and not set(header) & set(columns):
-        shown = ", ".join(f"`{c}`" for c in header[:5])
-        raise LandingFileError(
-            display_path,
-            f"header ({shown}) has none of the contract's columns: wrong format or no header",
-        )
+    _check_header(header, columns, display_path)
     if _csv_is_clean(path, fmt, len(header)):
         return _scan(path, fmt)
     parsed = _parse_csv_carefully(path, fmt, header)
@@ -156,6 +246,15 @@ def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
     return header
 
 
+def _check_header(header: list[str], columns: Sequence[str] | None, display_path: str) -> None:
+    if columns and not set(header) & set(columns):
+        shown = ", ".join(f"`{c}`" for c in header[:5])
+        raise LandingFileError(
+            display_path,
+            f"header ({shown}) has none of the contract's columns: wrong format or no header",
+        )
+
+
 def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
     """Whether every line has the header's field count and balanced quotes (and valid UTF-8).
 
@@ -169,7 +268,7 @@ def _csv_is_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
     lines, delimiters, quotes = counts
     if not quotes and n_fields > 1 and delimiters == (n_fields - 1) * lines:
         return True
-    return _lines_are_clean(path, fmt, n_fields)
+    return path in _clean_files([path], fmt, {path: n_fields})
 
 
 def _byte_counts(path: Path, fmt: FileFormat) -> tuple[int, int, int] | None:
@@ -199,26 +298,58 @@ def _byte_counts(path: Path, fmt: FileFormat) -> tuple[int, int, int] | None:
     return lines, delimiters, quotes
 
 
-def _lines_are_clean(path: Path, fmt: FileFormat, n_fields: int) -> bool:
-    """One vectorised pass: every line has the header's field count and balanced quotes."""
+def _clean_files(paths: Sequence[Path], fmt: FileFormat, n_fields: dict[Path, int]) -> set[Path]:
+    """The files among `paths` whose every line has its header's field count and balanced quotes.
+
+    One vectorised pass over all the files' lines (a chunk of files per query: a query costs
+    more in overhead than a small daily file costs in work). Only lines with a quote or an
+    unexpected delimiter count are looked at one by one. A chunk that is not all valid UTF-8 is
+    retried file by file, so one bad file does not cost the others their fast path.
+    """
+    clean: set[Path] = set()
+    for i in range(0, len(paths), _FILES_PER_SCAN):
+        chunk = list(paths[i : i + _FILES_PER_SCAN])
+        suspects = _suspect_lines(chunk, fmt, n_fields)
+        if suspects is None:
+            if len(chunk) > 1:
+                for path in chunk:
+                    clean |= _clean_files([path], fmt, n_fields)
+            continue
+        for path in chunk:
+            lines = suspects.get(str(path))
+            if lines is None or _suspects_are_clean(lines, fmt, n_fields[path]):
+                clean.add(path)
+    return clean
+
+
+def _suspect_lines(
+    paths: list[Path], fmt: FileFormat, n_fields: dict[Path, int]
+) -> dict[str, pl.DataFrame] | None:
+    """Per file, its lines with a quote, a wrong delimiter count or no content (None: not UTF-8).
+
+    Header lines are included: a header's own field count is the expected one, so it is only a
+    suspect when quoted, and then it passes the field count like any quoted line.
+    """
     line = pl.col("line")
+    expected = pl.col("path").replace_strict(
+        {str(p): n_fields[p] - 1 for p in paths}, return_dtype=pl.Int64
+    )
     delimiters = line.str.count_matches(fmt.delimiter, literal=True)
     quotes = line.str.count_matches(fmt.quote_char, literal=True) if fmt.quote_char else pl.lit(0)
     try:
         suspect = (
-            pl.scan_lines(path)
-            .slice(1)
+            pl.scan_lines(paths, include_file_paths="path")
             .with_columns(line.str.strip_chars_end("\r"))
-            .with_columns(delimiters.alias("d"), quotes.alias("q"))
-            .filter(
-                (pl.col("q") > 0) | (pl.col("d") != n_fields - 1) | (line.str.strip_chars() == "")
-            )
+            .filter((quotes > 0) | (delimiters != expected) | (line.str.strip_chars() == ""))
+            .select("path", "line", quotes.alias("q"))
             .collect()
         )
     except pl.exceptions.PolarsError:  # invalid UTF-8 somewhere
-        return False
-    if suspect.is_empty():
-        return True
+        return None
+    return {path: lines for (path,), lines in suspect.group_by("path")}
+
+
+def _suspects_are_clean(suspect: pl.DataFrame, fmt: FileFormat, n_fields: int) -> bool:
     if (suspect.get_column("q") == 0).any() or (suspect.get_column("q") % 2 == 1).any():
         return False  # a wrong field count, an unbalanced quote, or a blank line
     # Quoted lines may hold delimiters inside quotes: count their fields properly.
