@@ -206,10 +206,10 @@ def _write_group(
             rejected += _write_group(lake, uri, single, landed, written, run_id, ingested_at)
         return rejected
     columns = [c for c in group.frame.collect_schema().names() if c not in READER_COLUMNS]
-    by_file = rows.partition_by(SOURCE_FILE, as_dict=True, maintain_order=True)
+    by_file = _split_by_file(rows)
     parts = []
     for file, sha256 in entries:
-        file_rows = by_file.get((file.relative_path,))
+        file_rows = by_file.get(file.relative_path)
         if file_rows is not None:
             parts.append(({LANDING_DATE: file.landing_date}, file_rows))
         written.ledger.append(
@@ -226,6 +226,17 @@ def _write_group(
         written.schema.setdefault(name, dtype)
     written.actions += delta.write_data_files(lake, uri, parts, stats_columns=STATS_COLUMNS)
     return []
+
+
+def _split_by_file(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The rows of each landed file: a scan yields each file's rows together, so they are
+    sliced (no copy) along runs of `_source_file`, and any file seen in several runs joined."""
+    runs: dict[str, list[pl.DataFrame]] = {}
+    offset = 0
+    for length, path in rows.get_column(SOURCE_FILE).rle().struct.unnest().iter_rows():
+        runs.setdefault(path, []).append(rows.slice(offset, length))
+        offset += length
+    return {path: pl.concat(parts) if len(parts) > 1 else parts[0] for path, parts in runs.items()}
 
 
 @delta.retry_conflicts

@@ -13,6 +13,8 @@ Clean files take the fast path: a streaming count of bytes (or, for files with q
 vectorised pass over the lines) proves every line has the header's field count and balanced
 quotes, then polars scans the file. Only a file with a suspicious line (or a blank one, which
 polars would read as a row of nulls) is parsed record by record in Python, blank lines skipped.
+`landed_groups` does the same for many files at once: their lines are checked in one vectorised
+pass, and clean files sharing a header are read by one scan, a few hundred files per query.
 """
 
 from __future__ import annotations
@@ -325,7 +327,10 @@ def _clean_files(paths: Sequence[Path], fmt: FileFormat, n_fields: dict[Path, in
 def _suspect_lines(
     paths: list[Path], fmt: FileFormat, n_fields: dict[Path, int]
 ) -> dict[str, pl.DataFrame] | None:
-    """Per file, its lines with a quote, a wrong delimiter count or no content (None: not UTF-8).
+    """Per file, its lines that may not have the header's field count (None: not UTF-8).
+
+    That is a line with no content, an unquoted line with the wrong delimiter count, or a line
+    with quotes that is not plainly a row of unquoted and wholly quoted fields of the right count.
 
     Header lines are included: a header's own field count is the expected one, so it is only a
     suspect when quoted, and then it passes the field count like any quoted line.
@@ -335,18 +340,37 @@ def _suspect_lines(
         {str(p): n_fields[p] - 1 for p in paths}, return_dtype=pl.Int64
     )
     delimiters = line.str.count_matches(fmt.delimiter, literal=True)
-    quotes = line.str.count_matches(fmt.quote_char, literal=True) if fmt.quote_char else pl.lit(0)
+    if fmt.quote_char:
+        quotes = line.str.count_matches(fmt.quote_char, literal=True)
+        # A line whose every field is either unquoted or wholly quoted parses as csv.reader
+        # would read it; with the quoted parts removed, its delimiters count its fields.
+        q, d = _regex_char(fmt.quote_char), _regex_char(fmt.delimiter)
+        quoted = f"{q}(?:[^{q}]|{q}{q})*{q}"
+        field = f"(?:[^{q}{d}]*|{quoted})"
+        settled = line.str.contains(f"^{field}(?:{d}{field})*$") & (
+            line.str.replace_all(quoted, "").str.count_matches(fmt.delimiter, literal=True)
+            == expected
+        )
+        odd = (quotes > 0) & ~settled
+    else:
+        quotes, odd = pl.lit(0), pl.lit(False)
     try:
         suspect = (
             pl.scan_lines(paths, include_file_paths="path")
             .with_columns(line.str.strip_chars_end("\r"))
-            .filter((quotes > 0) | (delimiters != expected) | (line.str.strip_chars() == ""))
+            .filter(
+                odd | ((quotes == 0) & (delimiters != expected)) | (line.str.strip_chars() == "")
+            )
             .select("path", "line", quotes.alias("q"))
             .collect()
         )
     except pl.exceptions.PolarsError:  # invalid UTF-8 somewhere
         return None
     return {path: lines for (path,), lines in suspect.group_by("path")}
+
+
+def _regex_char(char: str) -> str:
+    return char if char.isalnum() or char.isspace() else "\\" + char
 
 
 def _suspects_are_clean(suspect: pl.DataFrame, fmt: FileFormat, n_fields: int) -> bool:

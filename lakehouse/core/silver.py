@@ -16,6 +16,7 @@ duplicate, or held back with its blocked date; `PartitionAudit` counts each.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import statistics
@@ -149,7 +150,7 @@ def load_silver(
 
 
 def _bronze_counts(lake: Lake, contract: Contract) -> dict[str, int]:
-    """Bronze rows per landing date, from the Delta log alone."""
+    """Bronze rows per landing date, from the Delta log alone, in date order."""
     table = delta.open_table(lake, lake.table_uri("bronze", contract.name))
     if table is None:
         return {}
@@ -160,6 +161,7 @@ def _bronze_counts(lake: Lake, contract: Contract) -> dict[str, int]:
         d: int(n or 0)
         for d, n in actions.group_by(f"partition.{LANDING_DATE}")
         .agg(pl.col("num_records").sum())
+        .sort(f"partition.{LANDING_DATE}")
         .iter_rows()
     }
 
@@ -432,7 +434,13 @@ def _volume(contract: Contract, date: str, rows: int, counts: dict[str, int]) ->
     """The date's bronze rows against the median of the recent landing dates before it."""
     bounds = contract.checks
     low, high = bounds.volume_min_ratio, bounds.volume_max_ratio
-    history = [counts[d] for d in sorted(counts) if d < date and counts[d]][-bounds.volume_window :]
+    dates = list(counts)  # in date order (see _bronze_counts)
+    history: list[int] = []
+    for earlier in reversed(dates[: bisect.bisect_left(dates, date)]):
+        if len(history) == bounds.volume_window:
+            break
+        if counts[earlier]:
+            history.insert(0, counts[earlier])
     if low is None and high is None:
         return CheckOutcome(CHECK_VOLUME, date, True, rows, 0, "the contract sets no volume bounds")
     if rows == 0 or len(history) < VOLUME_MIN_HISTORY:
@@ -487,8 +495,8 @@ def _order_columns(contract: Contract) -> list[str]:
 
 def _dedupe(contract: Contract, valid: pl.DataFrame) -> pl.DataFrame:
     """One row per primary key: the latest by the contract's ordering, then by landing position."""
-    if valid.is_empty():
-        return valid
+    if valid.is_empty() or valid.select(contract.primary_key).is_unique().all():
+        return valid  # nothing to choose between: skip the sort
     return valid.sort(_order_columns(contract), nulls_last=False).unique(
         subset=list(contract.primary_key), keep="last", maintain_order=True
     )
