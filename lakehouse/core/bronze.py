@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
+from deltalake import DeltaTable
 from deltalake.transaction import AddAction, RemoveAction
 
 from lakehouse.core import delta, system
@@ -241,17 +242,26 @@ def _split_by_file(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
 
 @delta.retry_conflicts
 def _commit(lake: Lake, uri: str, written: _Written, run_id: str) -> None:
-    """Add the written files and remove the data an earlier load of the same files left."""
+    """Add the written files and remove the data an earlier load of the same files left.
+
+    The removals are decided on one snapshot of the table and committed on top of that same
+    snapshot: a concurrent load of the same files that commits in between conflicts, and this
+    commit is rerun against the table it left.
+    """
+    schema = pl.DataFrame(schema=written.schema).to_arrow().schema
+    delta.add_columns(lake, uri, schema, run_id=run_id)
     replaced = {entry["path"] for entry in written.ledger}
     dates = sorted({entry["landing_date"] for entry in written.ledger})
-    removes, rewritten = _replaced_data(lake, uri, replaced, dates)
+    snapshot = delta.open_table(lake, uri)
+    removes, rewritten = _replaced_data(lake, uri, snapshot, replaced, dates)
     try:
         delta.commit_files(
             lake,
             uri,
+            snapshot,
             [*written.actions, *rewritten],
             removes,
-            pl.DataFrame(schema=written.schema).to_arrow().schema,
+            schema,
             partition_by=[LANDING_DATE],
             claims=[f"bronze/{date}" for date in dates],
             step="bronze load",
@@ -264,16 +274,15 @@ def _commit(lake: Lake, uri: str, written: _Written, run_id: str) -> None:
 
 
 def _replaced_data(
-    lake: Lake, uri: str, replaced: set[str], dates: list[str]
+    lake: Lake, uri: str, table: DeltaTable | None, replaced: set[str], dates: list[str]
 ) -> tuple[list[RemoveAction], list[AddAction]]:
-    """Removals of the data files holding rows of `replaced` landed files, in `dates`.
+    """Removals of the data files of `table` holding rows of `replaced` landed files, in `dates`.
 
     A data file whose `_source_file` statistics name one landed file holds only that file's rows
     (bronze writes one data file per landed file) and is removed whole. Any other data file of
     those dates that may hold some of their rows (statistics spanning several files, or none) is
     rewritten without them.
     """
-    table = delta.open_table(lake, uri)
     if table is None:
         return [], []
     actions = pl.DataFrame(table.get_add_actions(flatten=True))

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Field, write_deltalake
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import (
     AddAction,
     RemoveAction,
@@ -331,9 +331,24 @@ def discard_files(lake: Lake, uri: str, actions: Sequence[AddAction]) -> None:
             (Path(uri) / action.path).unlink(missing_ok=True)
 
 
+def add_columns(lake: Lake, uri: str, schema: pa.Schema, **metadata: Any) -> None:
+    """Add the columns of `schema` the table lacks (nullable), in a commit of their own."""
+    table = open_table(lake, uri)
+    if table is None:
+        return
+    known = {f.name for f in table.schema().fields}
+    new_fields = [f for f in DeltaSchema.from_arrow(schema).fields if f.name not in known]
+    if new_fields:
+        table.alter.add_columns(
+            [Field(f.name, f.type, nullable=True) for f in new_fields],
+            commit_properties=commit_properties(**metadata, step="add columns"),
+        )
+
+
 def commit_files(
     lake: Lake,
     uri: str,
+    snapshot: DeltaTable | None,
     adds: Sequence[AddAction],
     removes: Sequence[RemoveAction],
     schema: pa.Schema,
@@ -342,13 +357,15 @@ def commit_files(
     claims: Sequence[str],
     **metadata: Any,
 ) -> None:
-    """Commit written data files and removals as one version, creating the table if needed.
+    """Commit written data files and removals as one version on top of `snapshot`.
 
-    `schema` (the added files' columns, partition columns included) is merged into the table's:
-    new columns are added, nullable. `claims` name what the commit replaces (bronze: its landing
-    dates); each is recorded as an application transaction, so two concurrent commits claiming
-    the same name conflict (CommitFailedError) instead of both landing: a removal alone would not
-    catch two first loads of the same data.
+    `snapshot` is the table as read to decide the removals (None: the table does not exist
+    yet, and the commit creates it with `schema`); it must not have been brought up to date
+    since, or a concurrent commit between that read and this one would go unseen. Its schema
+    must already hold the files' columns (`add_columns`). `claims` name what the commit
+    replaces (bronze: its landing dates); each is recorded as an application transaction, so
+    two concurrent commits claiming one name conflict (CommitFailedError) instead of both
+    landing: removals alone would not catch two first loads of the same data.
     """
     version = time.time_ns()
     properties = CommitProperties(
@@ -356,31 +373,28 @@ def commit_files(
         max_commit_retries=COMMIT_RETRIES,
         app_transactions=[Transaction(claim, version) for claim in claims],
     )
-    table = open_table(lake, uri)
-    if table is None:
-        create_table_with_add_actions(
-            uri,
-            DeltaSchema.from_arrow(schema),
-            list(adds),
-            mode="append",
-            partition_by=list(partition_by),
-            configuration=TABLE_PROPERTIES,
-            storage_options=lake.storage_options or None,
-            commit_properties=properties,
-        )
+    if snapshot is None:
+        try:
+            create_table_with_add_actions(
+                uri,
+                DeltaSchema.from_arrow(schema),
+                list(adds),
+                mode="error",
+                partition_by=list(partition_by),
+                configuration=TABLE_PROPERTIES,
+                storage_options=lake.storage_options or None,
+                commit_properties=properties,
+            )
+        except DeltaError as exc:
+            if open_table(lake, uri) is None:
+                raise
+            # Another writer created the table first: rerun against what it committed.
+            raise CommitFailedError(f"{uri}: created concurrently ({exc})") from exc
         return
-    known = {field.name for field in table.schema().fields}
-    new_fields = [f for f in DeltaSchema.from_arrow(schema).fields if f.name not in known]
-    if new_fields:
-        table.alter.add_columns(
-            [Field(f.name, f.type, nullable=True) for f in new_fields],
-            commit_properties=commit_properties(**metadata, step="add columns"),
-        )
-        table.update_incremental()
-    table.create_write_transaction(
+    snapshot.create_write_transaction(
         [*adds, *removes],
         mode="append",
-        schema=table.schema(),
+        schema=snapshot.schema(),
         partition_by=list(partition_by),
         commit_properties=properties,
     )
