@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_SOURCES = ("products", "stores", "supplies")
 DEFECT_SOURCES = ("orders", "items", "tweets")
+JAFGEN_SEED = 20180901
 DEFECT_KINDS = ("bad_type", "null_key", "duplicate", "malformed")
 _BAD_VALUES = {
     "orders": ("subtotal", "n/a"),
@@ -55,8 +56,13 @@ class SeedResult:
 def generate_jaffle_shop(out_dir: Path, days: int) -> Path:
     """Run jafgen for enough whole years to cover `days`; returns the folder of raw CSVs."""
     years = max(1, math.ceil(days / 365))
-    jafgen = Path(sys.executable).with_name("jafgen")
-    command = [str(jafgen) if jafgen.exists() else "jafgen", str(years), "--pre", "raw"]
+    # jafgen draws from `random` and numpy unseeded: seeded here, every run delivers the same
+    # volumes (only its uuid4 ids differ), so a demo or a test sees the same batches each time.
+    program = (
+        f"import random, sys, numpy; random.seed({JAFGEN_SEED}); numpy.random.seed({JAFGEN_SEED}); "
+        "from jafgen.cli import app; sys.argv[0] = 'jafgen'; sys.exit(app())"
+    )
+    command = [sys.executable, "-c", program, str(years), "--pre", "raw"]
     log.info("seed: generating %d year(s) of Jaffle Shop data with jafgen", years)
     done = subprocess.run(command, cwd=out_dir, capture_output=True, text=True, check=False)
     if done.returncode != 0:
