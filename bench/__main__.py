@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if previous.exists() and set(scenarios) != set(DEFAULT_SCENARIOS):
         # A partial run keeps the other scenarios' figures of the last run (their commit noted).
         last = json.loads(previous.read_text())
-        kept = {k: v for k, v in last.get("figures", {}).items() if k not in scenarios}
+        kept = {
+            k: v
+            for k, v in last.get("figures", {}).items()
+            if k.removesuffix("_error") not in scenarios
+        }
         figures |= kept
         if kept:
             origin = last.get("meta", {}).get("carried_over", {})
