@@ -71,10 +71,17 @@ def retry_conflicts(write: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def commit_properties(**metadata: Any) -> CommitProperties:
-    """Commit properties carrying `metadata` (run id, step) into the Delta log."""
+def commit_properties(claims: Sequence[str] = (), **metadata: Any) -> CommitProperties:
+    """Commit properties carrying `metadata` (run id, step) into the Delta log.
+
+    Each of `claims` is recorded as an application transaction: two concurrent commits that
+    claim one name conflict (CommitFailedError) instead of both landing.
+    """
+    version = time.time_ns()
     return CommitProperties(
-        custom_metadata={k: str(v) for k, v in metadata.items()}, max_commit_retries=COMMIT_RETRIES
+        custom_metadata={k: str(v) for k, v in metadata.items()},
+        max_commit_retries=COMMIT_RETRIES,
+        app_transactions=[Transaction(claim, version) for claim in claims] or None,
     )
 
 
@@ -304,8 +311,8 @@ def _file_stats(data: pl.DataFrame, columns: Sequence[str]) -> str:
     }
     for name in columns:
         column = data.get_column(name)
-        stats["nullCount"][name] = column.null_count()
-        if column.null_count() < data.height:
+        stats["nullCount"][name] = nulls = column.null_count()
+        if nulls < data.height:
             stats["minValues"][name] = column.min()
             stats["maxValues"][name] = column.max()
     return json.dumps(stats)
@@ -363,16 +370,10 @@ def commit_files(
     yet, and the commit creates it with `schema`); it must not have been brought up to date
     since, or a concurrent commit between that read and this one would go unseen. Its schema
     must already hold the files' columns (`add_columns`). `claims` name what the commit
-    replaces (bronze: its landing dates); each is recorded as an application transaction, so
-    two concurrent commits claiming one name conflict (CommitFailedError) instead of both
-    landing: removals alone would not catch two first loads of the same data.
+    replaces (bronze: its landing dates; see `commit_properties`): removals alone would not make
+    two concurrent first loads of the same data conflict.
     """
-    version = time.time_ns()
-    properties = CommitProperties(
-        custom_metadata={k: str(v) for k, v in metadata.items()},
-        max_commit_retries=COMMIT_RETRIES,
-        app_transactions=[Transaction(claim, version) for claim in claims],
-    )
+    properties = commit_properties(claims, **metadata)
     if snapshot is None:
         try:
             create_table_with_add_actions(

@@ -16,7 +16,6 @@ duplicate, or held back with its blocked date; `PartitionAudit` counts each.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import statistics
@@ -255,8 +254,12 @@ def _load_chunk(
         )
 
     candidates = valid.filter(~pl.col(LANDING_DATE).is_in(blocked))
-    publish = _dedupe(contract, candidates)
-    keys_unique = publish.select(contract.primary_key).is_unique().all()
+    # A batch already one row per key (the usual one) has nothing to dedupe or double-check.
+    publish = candidates
+    keys_unique = candidates.select(contract.primary_key).is_unique().all()
+    if not keys_unique:
+        publish = _dedupe(contract, candidates)
+        keys_unique = publish.select(contract.primary_key).is_unique().all()
     kept = dict(publish.group_by(LANDING_DATE).len().iter_rows())
     for date, rows in candidates.group_by(LANDING_DATE).len().iter_rows():
         audits[date].accepted = kept.get(date, 0)
@@ -434,15 +437,10 @@ def _volume(contract: Contract, date: str, rows: int, counts: dict[str, int]) ->
     """The date's bronze rows against the median of the recent landing dates before it."""
     bounds = contract.checks
     low, high = bounds.volume_min_ratio, bounds.volume_max_ratio
-    dates = list(counts)  # in date order (see _bronze_counts)
-    history: list[int] = []
-    for earlier in reversed(dates[: bisect.bisect_left(dates, date)]):
-        if len(history) == bounds.volume_window:
-            break
-        if counts[earlier]:
-            history.insert(0, counts[earlier])
     if low is None and high is None:
         return CheckOutcome(CHECK_VOLUME, date, True, rows, 0, "the contract sets no volume bounds")
+    # counts are in date order (see _bronze_counts): no sort per date
+    history = [n for d, n in counts.items() if d < date and n][-bounds.volume_window :]
     if rows == 0 or len(history) < VOLUME_MIN_HISTORY:
         return CheckOutcome(
             CHECK_VOLUME, date, True, rows, 0, f"no baseline yet ({len(history)} earlier dates)"
@@ -495,8 +493,8 @@ def _order_columns(contract: Contract) -> list[str]:
 
 def _dedupe(contract: Contract, valid: pl.DataFrame) -> pl.DataFrame:
     """One row per primary key: the latest by the contract's ordering, then by landing position."""
-    if valid.is_empty() or valid.select(contract.primary_key).is_unique().all():
-        return valid  # nothing to choose between: skip the sort
+    if valid.is_empty():
+        return valid
     return valid.sort(_order_columns(contract), nulls_last=False).unique(
         subset=list(contract.primary_key), keep="last", maintain_order=True
     )
