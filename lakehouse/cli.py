@@ -1,6 +1,7 @@
 """The `lakehouse` command: seed demo data, materialize through Dagster, summarise the tables.
 
-lakehouse seed [--days N] [--defects RATE]   deliver Jaffle Shop files into the landing zone
+lakehouse seed [--days N] [--defects RATE]   deliver the Jaffle Shop days not yet landed
+lakehouse seed --redeliver DATE | --late DATE  a corrected day, or late orders of earlier days
 lakehouse materialize                        bronze + silver for every landed date, then gold
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
@@ -38,7 +39,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     seed_p = sub.add_parser("seed", help="generate Jaffle Shop data into the landing zone")
-    seed_p.add_argument("--days", type=int, default=21, help="days of deliveries (default 21)")
+    what = seed_p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--days",
+        type=int,
+        help="deliver days 1..N of the feed, skipping days already landed (default 21)",
+    )
+    what.add_argument(
+        "--redeliver",
+        metavar="DATE",
+        help="replace a delivered day's orders and items files with a corrected version",
+    )
+    what.add_argument(
+        "--late",
+        metavar="DATE",
+        help="deliver late orders (of earlier delivered days) into landing date DATE",
+    )
     seed_p.add_argument(
         "--fresh",
         action="store_true",
@@ -60,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
     args = parser.parse_args(argv)
+    if args.command == "seed" and (args.redeliver or args.late) and (args.fresh or args.defects):
+        parser.error("--redeliver and --late change delivered days: no --fresh or --defects")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -68,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lake = Lake.from_env()
         if args.command == "seed":
-            return _seed(lake, args.days, args.fresh, args.defects)
+            if args.redeliver:
+                return _redeliver(lake, args.redeliver)
+            if args.late:
+                return _late(lake, args.late)
+            return _seed(lake, 21 if args.days is None else args.days, args.fresh, args.defects)
         if args.command == "materialize":
             return _materialize(lake)
         if args.command == "replay-quarantine":
@@ -86,9 +108,43 @@ def _seed(lake: Lake, days: int, fresh: bool, defects: float) -> int:
     if fresh:
         clear_local_root(lake)
     result = seed(lake, days=days, defects=defects)
+    feed = f"days 1..{days} of the feed ({result.first_day} .. {result.last_day})"
+    kept = f"; {result.skipped} files already landed left untouched" if result.skipped else ""
+    if not result.delivered:
+        print(f"Nothing new: {feed} are already in {lake.landing_root}{kept}")
+        return 0
     print(
         f"Delivered {sum(result.files.values())} files, {sum(result.rows.values())} rows, "
-        f"landing dates {result.first_day} .. {result.last_day}, into {lake.landing_root}"
+        f"landing dates {result.delivered[0]} .. {result.delivered[-1]} "
+        f"({len(result.delivered)} days), into {lake.landing_root}: {feed}{kept}"
+    )
+    return 0
+
+
+def _redeliver(lake: Lake, day: str) -> int:
+    from lakehouse.core.seed import redeliver
+
+    result = redeliver(lake, day)
+    files = " and ".join(result.files)
+    if result.already:
+        print(f"Already redelivered: {files} hold the correction for {result.landing_date}")
+        return 0
+    print(
+        f"Redelivered {files}: {result.orders} orders ({len(result.changed)} corrected, "
+        f"{len(result.removed)} withdrawn, {len(result.added)} added, 1 moved to "
+        f"{result.moved_to}), {result.items} items, landing date {result.landing_date}"
+    )
+    return 0
+
+
+def _late(lake: Lake, day: str) -> int:
+    from lakehouse.core.seed import deliver_late
+
+    result = deliver_late(lake, day)
+    print(
+        f"Delivered {' and '.join(result.files)}: {result.orders} late orders, {result.items} "
+        f"items, event dates {', '.join(str(d) for d in result.event_dates)}, "
+        f"landing date {result.landing_date}"
     )
     return 0
 
@@ -128,6 +184,10 @@ def _materialize(lake: Lake) -> int:
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
+    from lakehouse.defs.recovery import recover_dead_runs
+
+    for dead in recover_dead_runs(instance):
+        print(dead.message, flush=True)
     log.info(
         "materialize: bronze + silver for landing dates %s .. %s as one run, then gold",
         dates[0],

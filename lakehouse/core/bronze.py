@@ -7,6 +7,7 @@ deleting a landed file never deletes data. Partitioned by `_landing_date`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from deltalake.transaction import AddAction, RemoveAction
 from lakehouse.core import delta, system
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
-from lakehouse.core.landing import LandingFile, fetched, list_landing_files
+from lakehouse.core.landing import LandingFile, fetched, list_landing_files, sha256_file
 from lakehouse.core.readers import (
     FILE_COLUMN,
     READER_COLUMNS,
@@ -47,6 +48,7 @@ class BronzeResult:
 
     files_loaded: list[dict] = field(default_factory=list)
     files_rejected: list[dict] = field(default_factory=list)
+    files_unchanged: int = 0
 
     @property
     def rows(self) -> int:
@@ -65,20 +67,65 @@ STATS_COLUMNS = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, RUN_ID)
 """Columns whose statistics each bronze data file records: what bronze is searched by."""
 
 
+def reader_fingerprint(contract: Contract) -> str:
+    """What bronze's rows of a file depend on in its contract: the format and landed columns."""
+    relevant = (contract.format, contract.landed_columns)
+    return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
+
+
+def _unchanged(
+    lake: Lake, contract: Contract, files: list[LandingFile], dates: Sequence[str]
+) -> set[str]:
+    """Files whose last outcome (loaded or rejected) was for these very bytes and reader.
+
+    The same size and version (mtime or ETag) as last time is the same file; a new version is
+    hashed (local files) and is unchanged when its sha256 is.
+    """
+    reader = reader_fingerprint(contract)
+    last = system.latest_outcomes(lake, contract.name, dates)
+    same = set()
+    for file in files:
+        before = last.get(file.relative_path)
+        if before is None or before.get("reader") != reader:
+            continue
+        if (before["size"] == file.size and before["version"] == file.version) or (
+            not lake.is_s3 and before["sha256"] == sha256_file(file.uri)
+        ):
+            same.add(file.relative_path)
+    return same
+
+
 @delta.reusing_tables()
 def load_bronze(
-    lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
+    lake: Lake,
+    contract: Contract,
+    landing_dates: Sequence[str],
+    *,
+    run_id: str,
+    reprocess: bool = False,
 ) -> BronzeResult:
-    """Load every file landed for `contract` on `landing_dates` into bronze.
+    """Load every new or changed file landed for `contract` on `landing_dates` into bronze.
 
     Every landed file becomes one Parquet data file in its landing date's partition, written
     by polars; a batch of files (about BATCH_BYTES) is then one Delta commit that adds them and
     removes the data those files had from an earlier load. A file that fails to parse is
-    rejected and the batch's other files still load.
+    rejected and the batch's other files still load. A file already loaded (or rejected) as it
+    is now, by the same reader, is not read again unless `reprocess`.
     """
     uri = lake.table_uri("bronze", contract.name)
     files = list_landing_files(lake, contract.name, landing_dates)
     result = BronzeResult()
+    if not reprocess and files:
+        unchanged = _unchanged(lake, contract, files, landing_dates)
+        result.files_unchanged = len(unchanged)
+        files = [f for f in files if f.relative_path not in unchanged]
+        if unchanged:
+            log.info(
+                "bronze %s: %d file(s) unchanged since their last load, %d to load",
+                contract.name,
+                len(unchanged),
+                len(files),
+            )
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     for batch in _batches(files):
         log.info(
@@ -90,6 +137,8 @@ def load_bronze(
             batch[-1].landing_date,
         )
         loaded, rejected = _load_batch(lake, contract, uri, batch, run_id, ingested_at)
+        for row in (*loaded, *rejected):
+            row["reader"] = reader_fingerprint(contract)
         for row in rejected:
             log.warning("bronze %s: rejected %s: %s", contract.name, row["path"], row["reason"])
         result.files_loaded += loaded

@@ -41,3 +41,8 @@ def pseudonymise(
             .replace_strict(mapping, default=None, return_dtype=pl.String)
         )
     return frame.with_columns(replacements) if replacements else frame
+
+
+def key_id(key: bytes | None = None) -> str:
+    """A short public id of the pseudonymisation key: changes when the key does."""
+    return hmac.new(key or pii_key(), b"lakehouse key id", hashlib.sha256).hexdigest()[:12]

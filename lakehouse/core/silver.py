@@ -2,23 +2,28 @@
 
 For a set of landing dates (the Dagster partitions of a run), in bounded chunks of dates:
 
-1. read the bronze rows of those dates (partition-pruned);
-2. apply the contract's schema-drift policy, type every column, run the row rules;
-3. write failing rows to `quarantine/<source>` with every reason (replace-where on the dates);
-4. audit each landing date as a batch (quarantine ratio, drift, reconciliation): a date that
-   fails a blocking rule publishes nothing;
-5. dedupe the passing rows on the primary key (latest by the contract's ordering), pseudonymise
-   PII columns, and MERGE them into silver, the MERGE pinned to the event dates the batch touches.
+1. skip the dates nothing changed for: same landed file versions, same contract, last outcome
+   published (`_system/partition_state` keeps each date's fingerprint and outcome);
+2. read the bronze rows of the other dates (partition-pruned), apply the schema-drift policy,
+   type every column, run the row rules;
+3. bring `quarantine/<source>` in line with the rows that fail (`lakehouse.core.quarantine`);
+4. audit each landing date as a batch (quarantine ratio, volume, drift): a date that fails a
+   blocking rule publishes nothing of what it brought, and silver keeps what it published before;
+   rows whose foreign key points at a key held back that way are held too, not quarantined;
+5. dedupe the passing rows on the primary key and publish them (`lakehouse.core.publish`): silver
+   then holds, for every key they affect, the latest valid version among bronze's rows;
+6. check the published rows (one per key, the keys the dates' bronze rows make) and reconcile.
 
-Every bronze row of a date ends in exactly one place: published, quarantined, dropped as a
-duplicate, or held back with its blocked date; `PartitionAudit` counts each.
+Every bronze row of a date ends in exactly one place (accepted, quarantined, a duplicate within
+the date, superseded by a later version from another date, or held), and `PartitionAudit`
+counts each.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,93 +32,39 @@ import polars as pl
 
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SOURCE_SHA256
+from lakehouse.core.checks import (
+    BATCH_RULES,
+    CHECK_REFERENCES,
+    CHECK_ROW_RULES,
+    PartitionAudit,
+    batch_rules,
+    table_checks,
+)
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
-from lakehouse.core.pii import pseudonymise
+from lakehouse.core.pii import key_id
+from lakehouse.core.publish import (
+    ROW_HASH,
+    PublishResult,
+    latest_per_key,
+    prepare,
+    publish,
+)
+from lakehouse.core.quarantine import open_rows, write_quarantine
 from lakehouse.core.readers import PARSE_ERROR, RAW_LINE, ROW_NUMBER
 from lakehouse.core.validation import ERRORS, RULES, split_rows
 
 log = logging.getLogger(__name__)
 
-EVENT_DATE = "_event_date"
 RESCUED = "_rescued"
-SILVER_LINEAGE = (SOURCE_FILE, ROW_NUMBER, LANDING_DATE)
+WAITING_FOR = "__waiting_for"
+SILVER_LINEAGE = (SOURCE_FILE, ROW_NUMBER, LANDING_DATE, ROW_HASH)
 """Lineage kept in silver: deterministic, so replaying a partition leaves rows identical."""
 QUARANTINE_LINEAGE = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, LANDING_DATE)
-RUN_ID = "_run_id"
-QUARANTINED_AT = "_quarantined_at"
-REPLAY_RUN_ID = "_replay_run_id"
-REPLAYED_AT = "_replayed_at"
-
-# Check names, shared by the system tables and the Dagster asset checks.
-CHECK_ROW_RULES = "row_rules"
-CHECK_REFERENCES = "references"
-CHECK_VOLUME = "volume"
-CHECK_QUARANTINE_RATIO = "quarantine_ratio"
-CHECK_SCHEMA_DRIFT = "schema_drift"
-CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
-CHECK_RECONCILIATION = "reconciliation"
-SILVER_CHECKS = (
-    CHECK_ROW_RULES,
-    CHECK_REFERENCES,
-    CHECK_QUARANTINE_RATIO,
-    CHECK_VOLUME,
-    CHECK_SCHEMA_DRIFT,
-    CHECK_PRIMARY_KEY_UNIQUE,
-    CHECK_RECONCILIATION,
-)
-BLOCKING_CHECKS = frozenset(
-    {
-        CHECK_QUARANTINE_RATIO,
-        CHECK_VOLUME,
-        CHECK_SCHEMA_DRIFT,
-        CHECK_PRIMARY_KEY_UNIQUE,
-        CHECK_RECONCILIATION,
-    }
-)
-VOLUME_MIN_HISTORY = 3
-"""The volume check needs this many earlier landing dates with rows before it judges a date."""
 
 MAX_CHUNK_ROWS = 1_000_000
 """Silver processes landing dates in chunks of about this many bronze rows: its peak memory follows
 the chunk (TPC-H lineitem, 16 columns: 7.2 GiB with chunks of 4M rows)."""
-
-
-@dataclass
-class CheckOutcome:
-    """One check on one landing-date partition."""
-
-    check: str
-    partition: str
-    passed: bool
-    rows_checked: int
-    rows_failed: int
-    detail: str = ""
-
-    @property
-    def blocking(self) -> bool:
-        return self.check in BLOCKING_CHECKS
-
-
-@dataclass
-class PartitionAudit:
-    """Where every bronze row of one landing date ended."""
-
-    landing_date: str
-    landed: int = 0
-    """Rows the ingest ledger recorded for the date's loaded files."""
-    bronze_rows: int = 0
-    references_failed: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    accepted: int = 0
-    held: int = 0
-    """Valid rows not published because a blocking check failed for this date."""
-    checks: list[CheckOutcome] = field(default_factory=list)
-
-    @property
-    def blocked(self) -> bool:
-        return any(c.blocking and not c.passed for c in self.checks)
 
 
 @dataclass
@@ -123,29 +74,206 @@ class SilverResult:
     partitions: dict[str, PartitionAudit] = field(default_factory=dict)
     samples: dict[str, list[dict]] = field(default_factory=dict)
     """A few failing rows per check, for the asset check metadata."""
+    changes: dict[str, list[int]] = field(default_factory=dict)
+    """Event date -> [inserted, updated, deleted] over every publish of the run."""
+    versions: list[int] = field(default_factory=list)
+    """The silver versions the run committed."""
 
     def total(self, attr: str) -> int:
         return sum(getattr(p, attr) for p in self.partitions.values())
 
     @property
+    def evaluated(self) -> dict[str, PartitionAudit]:
+        """The dates evaluated in this run (not skipped as unchanged)."""
+        return {d: p for d, p in self.partitions.items() if not p.unchanged}
+
+    @property
     def blocked_dates(self) -> list[str]:
         return sorted(d for d, p in self.partitions.items() if p.blocked)
 
-    def outcomes(self, check: str) -> list[CheckOutcome]:
-        return [c for p in self.partitions.values() for c in p.checks if c.check == check]
+    @property
+    def held_dates(self) -> list[str]:
+        return sorted(d for d, p in self.partitions.items() if p.held)
+
+    def outcomes(self, check: str) -> list:
+        return [c for p in self.evaluated.values() for c in p.checks if c.check == check]
+
+    def add_changes(self, published: PublishResult) -> None:
+        for day, counts in published.changes.items():
+            into = self.changes.setdefault(day, [0, 0, 0])
+            for i, n in enumerate(counts):
+                into[i] += n
+        if published.version is not None:
+            self.versions.append(published.version)
+
+
+def contract_fingerprint(contract: Contract) -> str:
+    """What silver's output depends on in a contract (and the PII key), as a short hash."""
+    relevant = (
+        contract.columns,
+        contract.primary_key,
+        contract.format,
+        contract.event_time,
+        contract.ordering,
+        contract.schema_drift,
+        contract.checks,
+        key_id(),
+    )
+    return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
+
+
+def _fingerprints(contract: Contract, ledger: pl.DataFrame, dates: Sequence[str]) -> dict[str, str]:
+    """Per landing date: a hash of the contract and of every file version loaded for the date."""
+    base = contract_fingerprint(contract)
+    files: dict[str, list[str]] = {d: [] for d in dates}
+    for path, date, sha, rows in ledger.select(
+        "path", "landing_date", "sha256", "rows"
+    ).iter_rows():
+        files.setdefault(date, []).append(f"{path}:{sha}:{rows}")
+    return {
+        d: hashlib.sha256("\n".join([base, *sorted(files.get(d, []))]).encode()).hexdigest()[:24]
+        for d in dates
+    }
 
 
 @delta.reusing_tables()
 def load_silver(
-    lake: Lake, contract: Contract, landing_dates: Sequence[str], *, run_id: str
+    lake: Lake,
+    contract: Contract,
+    landing_dates: Sequence[str],
+    *,
+    run_id: str,
+    reprocess: bool = False,
 ) -> SilverResult:
-    """Promote the bronze rows of `landing_dates` to silver (write-audit-publish)."""
+    """Promote the bronze rows of `landing_dates` to silver (write-audit-publish).
+
+    Dates nothing changed for are skipped unless `reprocess`; a run that changes nothing writes
+    nothing (no Delta version, no `_system` row).
+    """
     result = SilverResult()
+    dates = sorted(set(landing_dates))
     counts = _bronze_counts(lake, contract)
-    for chunk in _chunks(counts, sorted(set(landing_dates))):
-        _load_chunk(lake, contract, chunk, run_id, result, counts)
-    system.record_dq_results(lake, _dq_rows(contract, result, run_id))
+    ledger = system.latest_ledger(lake, contract.name, dates)
+    fingerprints = _fingerprints(contract, ledger, dates)
+    previous = system.latest_states(lake, "silver", contract.name, dates)
+    todo = []
+    for date in dates:
+        before = previous.get(date)
+        if not counts.get(date) and before is None:
+            result.partitions[date] = PartitionAudit(date, unchanged=True)
+        elif (
+            not reprocess
+            and before is not None
+            and before["fingerprint"] == fingerprints[date]
+            and before["status"] == "published"
+        ):
+            result.partitions[date] = _from_state(date, before)
+        else:
+            todo.append(date)
+    if todo:
+        log.info(
+            "silver %s: %d landing date(s) to evaluate, %d unchanged",
+            contract.name,
+            len(todo),
+            len(dates) - len(todo),
+        )
+    blocked_before = {d for d, s in previous.items() if s["status"] == "blocked"}
+    blocked_before |= system.blocked_dates(lake, "silver", contract.name) - set(dates)
+    for chunk in _chunks(counts, todo):
+        _load_chunk(lake, contract, chunk, run_id, result, counts, ledger, blocked_before)
+    _record(lake, contract, result, previous, fingerprints, run_id)
     return result
+
+
+def _from_state(date: str, state: dict) -> PartitionAudit:
+    audit = PartitionAudit(date, unchanged=True)
+    for name in ("landed", "bronze_rows", "quarantined", "duplicates", "superseded", "accepted"):
+        setattr(audit, name, int(state.get(name) or 0))
+    return audit
+
+
+def _record(
+    lake: Lake,
+    contract: Contract,
+    result: SilverResult,
+    previous: dict[str, dict],
+    fingerprints: dict[str, str],
+    run_id: str,
+) -> None:
+    """One `_system` row per new outcome: a date evaluated to the same outcome writes nothing."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    states, dq = [], []
+    for date, audit in result.evaluated.items():
+        outcome = _outcome(audit)
+        before = previous.get(date)
+        if (
+            before is not None
+            and before["fingerprint"] == fingerprints[date]
+            and before["outcome"] == outcome
+        ):
+            continue
+        states.append(
+            {
+                "layer": "silver",
+                "source": contract.name,
+                "landing_date": date,
+                "fingerprint": fingerprints[date],
+                "status": audit.status,
+                "outcome": outcome,
+                "landed": audit.landed,
+                "bronze_rows": audit.bronze_rows,
+                "accepted": audit.accepted,
+                "quarantined": audit.quarantined,
+                "duplicates": audit.duplicates,
+                "superseded": audit.superseded,
+                "held": audit.held,
+                "detail": audit.hold_reason
+                or "; ".join(c.detail for c in audit.checks if c.blocking and not c.passed),
+                "run_id": run_id,
+                "recorded_at": now,
+            }
+        )
+        dq += [
+            {
+                "run_id": run_id,
+                "source": contract.name,
+                "layer": "silver",
+                "partition": c.partition,
+                "check": c.check,
+                "passed": c.passed,
+                "blocking": c.blocking,
+                "rows_checked": c.rows_checked,
+                "rows_failed": c.rows_failed,
+                "landed": audit.landed,
+                "bronze_rows": audit.bronze_rows,
+                "accepted": audit.accepted,
+                "quarantined": audit.quarantined,
+                "duplicates": audit.duplicates,
+                "superseded": audit.superseded,
+                "held": audit.held,
+                "detail": c.detail,
+                "checked_at": now,
+            }
+            for c in audit.checks
+        ]
+    system.record_states(lake, states)
+    system.record_dq_results(lake, dq)
+
+
+def _outcome(audit: PartitionAudit) -> str:
+    """A hash of what an evaluation concluded: its counts and each check's verdict."""
+    facts = (
+        audit.status,
+        audit.landed,
+        audit.bronze_rows,
+        audit.accepted,
+        audit.quarantined,
+        audit.duplicates,
+        audit.superseded,
+        audit.held,
+        tuple((c.check, c.passed, c.rows_failed) for c in audit.checks),
+    )
+    return hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
 
 
 def _bronze_counts(lake: Lake, contract: Contract) -> dict[str, int]:
@@ -182,6 +310,30 @@ def _chunks(counts: dict[str, int], dates: list[str]) -> list[list[str]]:
     return chunks
 
 
+def _passthrough(contract: Contract, batch: pl.DataFrame) -> list[str]:
+    return [
+        *QUARANTINE_LINEAGE,
+        RAW_LINE,
+        *([RESCUED] if RESCUED in batch.columns else []),
+        *_evolved_columns(contract, batch),
+    ]
+
+
+def _validate(
+    lake: Lake, contract: Contract, batch: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(valid typed rows without the quarantine-only columns, invalid landed rows)."""
+    if RAW_LINE not in batch.columns:
+        batch = batch.with_columns(pl.lit(None, pl.String).alias(RAW_LINE))
+    split = split_rows(
+        contract,
+        batch,
+        _passthrough(contract, batch),
+        known_values=known_values(lake, contract, batch),
+    )
+    return split.valid.drop(SOURCE_SHA256, RAW_LINE), split.invalid
+
+
 def _load_chunk(
     lake: Lake,
     contract: Contract,
@@ -189,6 +341,8 @@ def _load_chunk(
     run_id: str,
     result: SilverResult,
     counts: dict[str, int],
+    ledger: pl.DataFrame,
+    blocked_before: set[str],
 ) -> None:
     bronze = delta.scan(
         lake,
@@ -199,13 +353,13 @@ def _load_chunk(
     batch = pl.DataFrame() if bronze is None else bronze.collect()
     audits = {d: PartitionAudit(d) for d in dates}
     result.partitions.update(audits)
+    for date, rows in ledger.group_by("landing_date").agg(pl.col("rows").sum()).iter_rows():
+        if date in audits:
+            audits[date].landed = int(rows or 0)
     if batch.is_empty():
         for audit in audits.values():
-            _audit(contract, audit, drift_problems=[], counts=counts)
-            audit.checks.append(
-                CheckOutcome(CHECK_PRIMARY_KEY_UNIQUE, audit.landing_date, True, 0, 0)
-            )
-            _reconcile(audit)
+            batch_rules(contract, audit, [], counts)
+            table_checks(audit, duplicate_keys=0, expected=0, found=0, missing=0)
         return
     log.info(
         "silver %s: %d bronze rows over %d landing dates", contract.name, batch.height, len(dates)
@@ -213,73 +367,211 @@ def _load_chunk(
     for date, rows in batch.group_by(LANDING_DATE).len().iter_rows():
         audits[date].bronze_rows = rows
 
-    batch, drift_problems = _apply_drift_policy(lake, contract, batch, dates, audits)
-    if RAW_LINE not in batch.columns:
-        batch = batch.with_columns(pl.lit(None, pl.String).alias(RAW_LINE))
-    passthrough = [
-        *QUARANTINE_LINEAGE,
-        RAW_LINE,
-        *([RESCUED] if RESCUED in batch.columns else []),
-        *_evolved_columns(contract, batch),
-    ]
-    split = split_rows(
-        contract, batch, passthrough, known_values=known_values(lake, contract, batch)
+    batch, drift_problems = _apply_drift_policy(
+        contract, batch, ledger.filter(pl.col("landing_date").is_in(dates))
     )
+    versions = batch.select(SOURCE_FILE, SOURCE_SHA256).unique()
+    valid, invalid = _validate(lake, contract, batch)
 
-    invalid = split.invalid
+    # Rows whose only fault is a reference to a key held back with a blocked date wait with it.
+    waiting, invalid = _split_waiting(lake, contract, invalid)
     is_fk = pl.col(RULES).list.eval(pl.element().str.ends_with(":references")).list.any()
     for date, rows, fk in invalid.group_by(LANDING_DATE).agg(pl.len(), is_fk.sum()).iter_rows():
         audits[date].quarantined = rows
         audits[date].references_failed = fk
     _sample(result, CHECK_ROW_RULES, invalid)
-    _sample(result, CHECK_QUARANTINE_RATIO, invalid)
+    _sample(result, "quarantine_ratio", invalid)
     _sample(result, CHECK_REFERENCES, invalid.filter(is_fk))
-    _write_quarantine(lake, contract, invalid, dates, run_id)
+    write_quarantine(lake, contract, invalid, dates, versions, run_id=run_id)
 
-    valid = split.valid.drop(SOURCE_SHA256, RAW_LINE)
     for audit in audits.values():
-        _audit(
-            contract,
-            audit,
-            [p for d, p in drift_problems if d == audit.landing_date],
-            counts=counts,
+        batch_rules(
+            contract, audit, [p for d, p in drift_problems if d == audit.landing_date], counts
         )
     blocked = [d for d in dates if audits[d].blocked]
-    held = valid.filter(pl.col(LANDING_DATE).is_in(blocked))
-    for date, rows in held.group_by(LANDING_DATE).len().iter_rows():
-        audits[date].held = rows
     for date in blocked:
-        log.warning(
-            "silver %s: landing date %s blocked; nothing of it is published", contract.name, date
+        audits[date].held = (
+            valid.filter(pl.col(LANDING_DATE) == date).height
+            + waiting.filter(pl.col(LANDING_DATE) == date).height
         )
+        audits[date].hold_reason = "blocked: " + "; ".join(
+            f"{c.check}: {c.detail}" for c in audits[date].checks if c.blocking and not c.passed
+        )
+        log.warning(
+            "silver %s: landing date %s blocked (%s); nothing it brought is published",
+            contract.name,
+            date,
+            audits[date].hold_reason,
+        )
+    for date, rows, reason in (
+        waiting.filter(~pl.col(LANDING_DATE).is_in(blocked))
+        .group_by(LANDING_DATE)
+        .agg(pl.len(), pl.col(WAITING_FOR).first())
+        .iter_rows()
+    ):
+        audits[date].held = rows
+        audits[date].hold_reason = f"{rows} row(s) reference keys held back: {reason}"
+        log.warning("silver %s: landing date %s: %s", contract.name, date, audits[date].hold_reason)
 
-    candidates = valid.filter(~pl.col(LANDING_DATE).is_in(blocked))
-    # A batch already one row per key (the usual one) has nothing to dedupe or double-check.
-    publish = candidates
-    keys_unique = candidates.select(contract.primary_key).is_unique().all()
-    if not keys_unique:
-        publish = _dedupe(contract, candidates)
-        keys_unique = publish.select(contract.primary_key).is_unique().all()
-    kept = dict(publish.group_by(LANDING_DATE).len().iter_rows())
+    open_dates = [d for d in dates if d not in blocked]
+    candidates = valid.filter(pl.col(LANDING_DATE).is_in(open_dates))
+    winners = candidates
+    if not candidates.select(contract.primary_key).is_unique().all():
+        winners = latest_per_key(contract, candidates)
+    per_date = dict(winners.group_by(LANDING_DATE).len().iter_rows())
     for date, rows in candidates.group_by(LANDING_DATE).len().iter_rows():
-        audits[date].accepted = kept.get(date, 0)
-        audits[date].duplicates = rows - kept.get(date, 0)
-    for audit in audits.values():
-        audit.checks.append(
-            CheckOutcome(
-                CHECK_PRIMARY_KEY_UNIQUE,
-                audit.landing_date,
-                keys_unique,
-                audit.accepted,
-                0 if keys_unique else audit.accepted,
-                f"one row per key ({', '.join(contract.primary_key)}) after dedupe",
+        audits[date].duplicates = rows - per_date.get(date, 0)
+
+    frozen = _typed_keys(contract, waiting.filter(~pl.col(LANDING_DATE).is_in(blocked)))
+    exclude = set(dates) | blocked_before | set(blocked)
+    published = publish(
+        lake,
+        contract,
+        prepare(contract, winners),
+        open_dates,
+        fallback=lambda keys: _older_versions(lake, contract, keys, exclude),
+        frozen=frozen,
+        run_id=run_id,
+    )
+    result.add_changes(published)
+    _table_checks(contract, audits, open_dates, blocked, published)
+
+
+def _table_checks(
+    contract: Contract,
+    audits: dict[str, PartitionAudit],
+    open_dates: list[str],
+    blocked: list[str],
+    published: PublishResult,
+) -> None:
+    keys = list(contract.primary_key)
+    after = published.keys
+    duplicated = after.filter(pl.struct(keys).is_duplicated()) if not after.is_empty() else after
+    won = published.won
+    for date in open_dates:
+        audit = audits[date]
+        expected = (
+            won.filter(pl.col(LANDING_DATE) == date).select(keys) if not won.is_empty() else won
+        )
+        found = (
+            after.filter(pl.col(LANDING_DATE) == date).select(keys)
+            if not after.is_empty()
+            else after
+        )
+        differ = (
+            expected.join(found, on=keys, how="anti").height
+            + found.join(expected, on=keys, how="anti").height
+            if not expected.is_empty() or not found.is_empty()
+            else 0
+        )
+        offered = audit.bronze_rows - audit.quarantined - audit.duplicates - audit.held
+        audit.accepted = expected.height
+        audit.superseded = offered - expected.height
+        dups = (
+            duplicated.filter(pl.col(LANDING_DATE) == date).select(keys).n_unique()
+            if not duplicated.is_empty()
+            else 0
+        )
+        table_checks(
+            audit, duplicate_keys=dups, expected=expected.height, found=found.height, missing=differ
+        )
+    for date in blocked:
+        audit = audits[date]
+        table_checks(audit, duplicate_keys=0, expected=0, found=0, missing=0)
+        for check in audit.checks:
+            if check.check not in BATCH_RULES and check.check != "reconciliation":
+                check.detail = "not evaluated: nothing of the date was published"
+
+
+def _typed_keys(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
+    """The primary keys of landed (string) rows, typed as silver holds them."""
+    columns = [contract.column(k) for k in contract.primary_key]
+    if rows.is_empty():
+        return pl.DataFrame(schema={c.silver_name: c.dtype for c in columns})
+    return rows.select(
+        pl.col(c.name).cast(c.dtype, strict=False).alias(c.silver_name) for c in columns
+    )
+
+
+def _older_versions(
+    lake: Lake, contract: Contract, keys: pl.DataFrame, exclude: set[str]
+) -> pl.DataFrame:
+    """The latest valid bronze row per key among landing dates outside `exclude`, prepared."""
+    bronze = delta.scan(lake, lake.table_uri("bronze", contract.name))
+    if bronze is None or keys.is_empty():
+        return pl.DataFrame()
+    first = contract.column(contract.primary_key[0])
+    wanted = keys.get_column(first.silver_name).cast(pl.String).unique()
+    rows = bronze.filter(
+        pl.col(first.name).is_in(wanted.implode()), ~pl.col(LANDING_DATE).is_in(list(exclude))
+    ).collect()
+    if rows.is_empty():
+        return pl.DataFrame()
+    ledger = system.latest_ledger(
+        lake, contract.name, rows.get_column(LANDING_DATE).unique().to_list()
+    )
+    rows, _ = _apply_drift_policy(contract, rows, ledger)
+    valid, _ = _validate(lake, contract, rows)
+    valid = valid.join(keys, on=list(contract.primary_key), how="semi")
+    log.info(
+        "silver %s: %d older version(s) found for %d retracted key(s)",
+        contract.name,
+        valid.height,
+        keys.height,
+    )
+    return prepare(contract, latest_per_key(contract, valid))
+
+
+def _split_waiting(
+    lake: Lake, contract: Contract, invalid: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split off the invalid rows whose only failures are references to held-back keys.
+
+    A key is held back when the referenced source's bronze holds it on a landing date whose
+    last evaluation was blocked: the row waits in bronze for that date, it is not quarantined.
+    Returns (waiting rows with `__waiting_for`, the rest).
+    """
+    reasons = []
+    for col in contract.columns:
+        ref = col.references
+        if ref is None or ref.table == contract.name or invalid.is_empty():
+            continue
+        values = held_values(lake, ref.table, ref.column)
+        if values.is_empty():
+            continue
+        hit = pl.col(col.name).is_in(values.implode())
+        reasons.append(
+            pl.when(hit).then(
+                pl.lit(f"`{ref.table}.{ref.column}` held back with a blocked landing date")
             )
         )
-        _reconcile(audit)
-    if not keys_unique:  # a dedupe bug must never reach silver
-        log.error("silver %s: duplicate keys after dedupe; nothing is published", contract.name)
-        return
-    _publish(lake, contract, publish, run_id)
+    if not reasons:
+        return invalid.clear().with_columns(pl.lit(None, pl.String).alias(WAITING_FOR)), invalid
+    only_refs = (
+        pl.col(RULES).list.eval(~pl.element().str.ends_with(":references")).list.any().not_()
+    )
+    marked = invalid.with_columns(pl.coalesce(*reasons).alias(WAITING_FOR))
+    mask = only_refs & pl.col(WAITING_FOR).is_not_null()
+    return marked.filter(mask), marked.filter(~mask).drop(WAITING_FOR)
+
+
+def held_values(lake: Lake, source: str, column: str) -> pl.Series:
+    """Values of `source`'s silver column `column` held back in bronze with blocked dates."""
+    blocked = system.blocked_dates(lake, "silver", source)
+    if not blocked:
+        return pl.Series([], dtype=pl.String)
+    from lakehouse.core.contract import load_contracts
+
+    contract = next((c for c in load_contracts() if c.name == source), None)
+    bronze = delta.scan(
+        lake, lake.table_uri("bronze", source), partition_column=LANDING_DATE, partitions=blocked
+    )
+    if contract is None or bronze is None:
+        return pl.Series([], dtype=pl.String)
+    landed = contract.column(column).name
+    if landed not in bronze.collect_schema().names():
+        return pl.Series([], dtype=pl.String)
+    return bronze.select(pl.col(landed).drop_nulls().unique()).collect().to_series()
 
 
 def _sample(result: SilverResult, check: str, invalid: pl.DataFrame) -> None:
@@ -327,22 +619,14 @@ def known_values(lake: Lake, contract: Contract, batch: pl.DataFrame) -> dict[st
 
 
 def _apply_drift_policy(
-    lake: Lake,
-    contract: Contract,
-    batch: pl.DataFrame,
-    dates: list[str],
-    audits: dict[str, PartitionAudit],
+    contract: Contract, batch: pl.DataFrame, ledger: pl.DataFrame
 ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
     """Handle columns the contract does not know, and required columns a file lacks.
 
     Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
-    Also records the rows the ledger counted per date (`PartitionAudit.landed`).
     """
     known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
     problems: list[tuple[str, str]] = []
-    ledger = system.latest_ledger(lake, contract.name, dates)
-    for date, rows in ledger.group_by("landing_date").agg(pl.col("rows").sum()).iter_rows():
-        audits[date].landed = int(rows or 0)
     required = [c.name for c in contract.columns if not c.nullable]
     for path, date, columns in ledger.select("path", "landing_date", "columns").iter_rows():
         missing = [c for c in required if c not in (columns or [])]
@@ -385,214 +669,6 @@ def _evolved_columns(contract: Contract, batch: pl.DataFrame) -> list[str]:
     return [c for c in batch.columns if c not in known]
 
 
-def _audit(
-    contract: Contract,
-    audit: PartitionAudit,
-    drift_problems: list[str],
-    *,
-    counts: dict[str, int],
-) -> None:
-    """The batch rules of one landing date (reconciliation comes after the dedupe)."""
-    date, rows = audit.landing_date, audit.bronze_rows
-    ratio = audit.quarantined / rows if rows else 0.0
-    limit = contract.checks.max_quarantine_ratio
-    audit.checks = [
-        CheckOutcome(
-            CHECK_ROW_RULES,
-            date,
-            audit.quarantined == 0,
-            rows,
-            audit.quarantined,
-            f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined",
-        ),
-        CheckOutcome(
-            CHECK_REFERENCES,
-            date,
-            audit.references_failed == 0,
-            rows,
-            audit.references_failed,
-            f"{audit.references_failed} of {rows} rows reference a key missing from silver",
-        ),
-        _volume(contract, date, rows, counts),
-        CheckOutcome(
-            CHECK_QUARANTINE_RATIO,
-            date,
-            ratio <= limit,
-            rows,
-            audit.quarantined,
-            f"quarantine ratio {ratio:.4f} (limit {limit})",
-        ),
-        CheckOutcome(
-            CHECK_SCHEMA_DRIFT,
-            date,
-            not drift_problems,
-            rows,
-            rows if drift_problems else 0,
-            "; ".join(drift_problems),
-        ),
-    ]
-
-
-def _volume(contract: Contract, date: str, rows: int, counts: dict[str, int]) -> CheckOutcome:
-    """The date's bronze rows against the median of the recent landing dates before it."""
-    bounds = contract.checks
-    low, high = bounds.volume_min_ratio, bounds.volume_max_ratio
-    if low is None and high is None:
-        return CheckOutcome(CHECK_VOLUME, date, True, rows, 0, "the contract sets no volume bounds")
-    # counts are in date order (see _bronze_counts): no sort per date
-    history = [n for d, n in counts.items() if d < date and n][-bounds.volume_window :]
-    if rows == 0 or len(history) < VOLUME_MIN_HISTORY:
-        return CheckOutcome(
-            CHECK_VOLUME, date, True, rows, 0, f"no baseline yet ({len(history)} earlier dates)"
-        )
-    baseline = statistics.median(history)
-    ratio = rows / baseline
-    passed = (low is None or ratio >= low) and (high is None or ratio <= high)
-    return CheckOutcome(
-        CHECK_VOLUME,
-        date,
-        passed,
-        rows,
-        0 if passed else rows,
-        f"{rows} rows = {ratio:.2f} x the median {baseline:g} of the {len(history)} previous "
-        f"landing dates (allowed {low if low is not None else 0} .. "
-        f"{high if high is not None else 'any'})",
-    )
-
-
-def _reconcile(audit: PartitionAudit) -> None:
-    """Every landed row of the date is in bronze, and every bronze row is accounted for once."""
-    rows = audit.bronze_rows
-    unaccounted = rows - audit.quarantined - audit.duplicates - audit.accepted - audit.held
-    off_landed = audit.landed - rows
-    audit.checks.append(
-        CheckOutcome(
-            CHECK_RECONCILIATION,
-            audit.landing_date,
-            unaccounted == 0 and off_landed == 0,
-            rows,
-            abs(unaccounted) + abs(off_landed),
-            f"landed {audit.landed} = bronze {rows} = accepted {audit.accepted} "
-            f"+ quarantined {audit.quarantined} + duplicates {audit.duplicates} "
-            f"+ held {audit.held}"
-            + (f" (bronze off by {unaccounted})" if unaccounted else "")
-            + (f" (landed off by {off_landed})" if off_landed else ""),
-        )
-    )
-
-
-def _order_columns(contract: Contract) -> list[str]:
-    """Sort order that makes the last row of a key its latest version."""
-    return [
-        *([contract.ordering] if contract.ordering else []),
-        LANDING_DATE,
-        SOURCE_FILE,
-        ROW_NUMBER,
-    ]
-
-
-def _dedupe(contract: Contract, valid: pl.DataFrame) -> pl.DataFrame:
-    """One row per primary key: the latest by the contract's ordering, then by landing position."""
-    if valid.is_empty():
-        return valid
-    return valid.sort(_order_columns(contract), nulls_last=False).unique(
-        subset=list(contract.primary_key), keep="last", maintain_order=True
-    )
-
-
-def _newer_predicate(columns: list[str]) -> str:
-    """SQL: source row `s` is at least as new as target row `t` in lexicographic order of columns."""
-    head, *rest = columns
-    if not rest:
-        return f"s.{head} >= t.{head}"
-    return f"(s.{head} > t.{head} OR (s.{head} = t.{head} AND {_newer_predicate(rest)}))"
-
-
-def _publish(lake: Lake, contract: Contract, rows: pl.DataFrame, run_id: str) -> None:
-    if rows.is_empty():
-        return
-    rows = pseudonymise(rows, [c.silver_name for c in contract.pii_columns])
-    if contract.event_time:
-        rows = rows.with_columns(
-            pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE)
-        )
-    uri = lake.table_uri("silver", contract.name)
-    keys = " AND ".join(f"t.{k} = s.{k}" for k in contract.primary_key)
-    predicate = keys
-    if contract.event_time:
-        event_dates = rows.get_column(EVENT_DATE).unique().sort().to_list()
-        predicate = f"{delta.in_predicate('t.' + EVENT_DATE, event_dates)} AND {keys}"
-    metrics = delta.merge(
-        lake,
-        uri,
-        rows,
-        predicate=predicate,
-        update_predicate=_newer_predicate(_order_columns(contract)),
-        partition_by=[EVENT_DATE] if contract.event_time else None,
-        evolve_schema=contract.schema_drift == "evolve",
-        step="silver publish",
-        run_id=run_id,
-    )
-    log.info(
-        "silver %s: merged %d rows (%s inserted, %s updated)",
-        contract.name,
-        rows.height,
-        metrics.get("num_target_rows_inserted"),
-        metrics.get("num_target_rows_updated"),
-    )
-
-
-def _write_quarantine(
-    lake: Lake, contract: Contract, invalid: pl.DataFrame, dates: list[str], run_id: str
-) -> None:
-    """Replace the quarantine rows of `dates` with this run's failures (idempotent per date)."""
-    uri = lake.table_uri("quarantine", contract.name)
-    if invalid.is_empty() and delta.open_table(lake, uri) is None:
-        return
-    rows = invalid.with_columns(
-        pl.lit(run_id).alias(RUN_ID),
-        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias(QUARANTINED_AT),
-        pl.lit(None, pl.String).alias(REPLAY_RUN_ID),
-        pl.lit(None, pl.Datetime("us")).alias(REPLAYED_AT),
-    )
-    delta.replace_where(
-        lake,
-        uri,
-        rows,
-        delta.in_predicate(LANDING_DATE, dates),
-        partition_by=[LANDING_DATE],
-        step="quarantine",
-        run_id=run_id,
-    )
-
-
-def _dq_rows(contract: Contract, result: SilverResult, run_id: str) -> list[dict]:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return [
-        {
-            "run_id": run_id,
-            "source": contract.name,
-            "layer": "silver",
-            "partition": c.partition,
-            "check": c.check,
-            "passed": c.passed,
-            "blocking": c.blocking,
-            "rows_checked": c.rows_checked,
-            "rows_failed": c.rows_failed,
-            "landed": audit.landed,
-            "bronze_rows": audit.bronze_rows,
-            "accepted": audit.accepted,
-            "quarantined": audit.quarantined,
-            "duplicates": audit.duplicates,
-            "held": audit.held,
-            "detail": c.detail,
-            "checked_at": now,
-        }
-        for audit in result.partitions.values()
-        for c in audit.checks
-    ]
-
-
 @dataclass
 class ReplayResult:
     """What one quarantine replay did."""
@@ -605,65 +681,38 @@ class ReplayResult:
 
 
 def replay_quarantine(lake: Lake, contract: Contract, *, run_id: str) -> ReplayResult:
-    """Re-validate the source's quarantined rows under the current contract; promote those that pass.
+    """Re-evaluate the landing dates holding open quarantine rows under the current contract.
 
-    Promoted rows are MERGEd into silver like any batch and marked in quarantine with
-    `_replay_run_id` and `_replayed_at`; marked rows are never replayed again, so a second replay
-    changes nothing. Unparseable lines (`_raw_line`) cannot pass. Rows of a landing date whose
-    last silver run was blocked stay put: that date's held rows are not in quarantine, so the
-    date is replayed whole by materializing its partition again.
+    Rows that now pass are published like any others (silver is a function of bronze) and marked
+    in quarantine with `_replay_run_id` and `_replayed_at`; a second replay changes nothing.
+    Rows of a landing date whose last evaluation was blocked stay put: that date's held rows are
+    not in quarantine, so the date is replayed whole by materializing its partition again.
     """
-    uri = lake.table_uri("quarantine", contract.name)
-    frame = delta.scan(lake, uri)
     result = ReplayResult()
-    if frame is None:
+    pending = open_rows(lake, contract)
+    if pending.is_empty():
         return result
-    pending = frame.filter(pl.col(REPLAY_RUN_ID).is_null()).collect()
-    blocked = _last_blocked_dates(lake, contract.name)
+    blocked = system.blocked_dates(lake, "silver", contract.name)
     on_blocked = pending.get_column(LANDING_DATE).is_in(list(blocked))
     result.skipped_blocked = int(on_blocked.sum())
     pending = pending.filter(~on_blocked)
     result.checked = pending.height
     if pending.is_empty():
         return result
-    batch = pending.drop(RULES, ERRORS).with_columns(
-        pl.when(pl.col(RAW_LINE).is_not_null())
-        .then(pl.lit("unparseable line"))
-        .otherwise(None)
-        .alias(PARSE_ERROR)
+    dates = sorted(set(pending.get_column(LANDING_DATE).to_list()))
+    load_silver(lake, contract, dates, run_id=run_id, reprocess=True)
+    after = open_rows(lake, contract)
+    still = after.filter(pl.col(LANDING_DATE).is_in(dates)) if not after.is_empty() else after
+    result.still_failing = (
+        still.join(
+            pending.select(SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER),
+            on=[SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER],
+            how="semi",
+        ).height
+        if not still.is_empty()
+        else 0
     )
-    passthrough = [
-        *QUARANTINE_LINEAGE,
-        RAW_LINE,
-        *([RESCUED] if RESCUED in batch.columns else []),
-        *_evolved_columns(contract, batch.drop(RUN_ID, QUARANTINED_AT, REPLAY_RUN_ID, REPLAYED_AT)),
-    ]
-    split = split_rows(
-        contract, batch, passthrough, known_values=known_values(lake, contract, batch)
-    )
-    result.still_failing = split.invalid.height
-    valid = split.valid.drop(SOURCE_SHA256, RAW_LINE)
-    if valid.is_empty():
-        return result
-    _publish(lake, contract, _dedupe(contract, valid), run_id)
-    result.promoted = valid.height
-    marks = valid.select(LANDING_DATE, SOURCE_FILE, ROW_NUMBER).with_columns(
-        pl.lit(run_id).alias(REPLAY_RUN_ID),
-        pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias(REPLAYED_AT),
-    )
-    table = delta.open_table(lake, uri)
-    if table is None:  # removed while we ran
-        return result
-    table.merge(
-        marks.to_arrow(),
-        predicate=" AND ".join(f"t.{c} = s.{c}" for c in (LANDING_DATE, SOURCE_FILE, ROW_NUMBER))
-        + " AND t._replay_run_id IS NULL",
-        source_alias="s",
-        target_alias="t",
-        commit_properties=delta.commit_properties(step="quarantine replay", run_id=run_id),
-    ).when_matched_update(
-        {REPLAY_RUN_ID: f"s.{REPLAY_RUN_ID}", REPLAYED_AT: f"s.{REPLAYED_AT}"}
-    ).execute()
+    result.promoted = result.checked - result.still_failing
     log.info(
         "replay %s: %d quarantined rows checked, %d promoted to silver, %d still failing",
         contract.name,
@@ -672,22 +721,3 @@ def replay_quarantine(lake: Lake, contract: Contract, *, run_id: str) -> ReplayR
         result.still_failing,
     )
     return result
-
-
-def _last_blocked_dates(lake: Lake, source: str) -> set[str]:
-    """Landing dates whose most recent silver run failed a blocking check."""
-    frame = delta.scan(lake, lake.table_uri("_system", system.DQ_RESULTS))
-    if frame is None:
-        return set()
-    latest = (
-        frame.filter(pl.col("source") == source, pl.col("layer") == "silver")
-        .with_columns(
-            pl.col("checked_at").max().over("partition").alias("_latest"),
-        )
-        .filter(pl.col("checked_at") == pl.col("_latest"))
-        .group_by("partition")
-        .agg((pl.col("blocking") & ~pl.col("passed")).any().alias("blocked"))
-        .filter("blocked")
-        .collect()
-    )
-    return set(latest.get_column("partition").to_list())

@@ -2,13 +2,19 @@
 
 _system/ingest_ledger    one row per landed file loaded into bronze (path, size, sha256, rows)
 _system/rejected_files   one row per landed file that could not be read at all, with the reason
-_system/dq_results       one row per run x partition x check, with its counts and the
-                         partition's row counts (landed, bronze, accepted, quarantined, ...)
+_system/dq_results       one row per evaluation x partition x check whose outcome was new, with
+                         its counts and the partition's row counts (landed, bronze, accepted, ...)
+_system/partition_state  one row per new outcome of a (layer, source, landing date): the
+                         fingerprint of its inputs, its status (published | held | blocked) and
+                         counts; what lets a rerun skip what nothing changed for
+_system/gold_watermarks  one row per gold build that followed silver: the silver version of each
+                         source it has taken in
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -18,6 +24,8 @@ from lakehouse.core.lake import Lake
 INGEST_LEDGER = "ingest_ledger"
 REJECTED_FILES = "rejected_files"
 DQ_RESULTS = "dq_results"
+PARTITION_STATE = "partition_state"
+GOLD_WATERMARKS = "gold_watermarks"
 
 _LEDGER_SCHEMA = {
     "source": pl.String,
@@ -31,6 +39,7 @@ _LEDGER_SCHEMA = {
     "run_id": pl.String,
     "ingested_at": pl.Datetime("us"),
     "reason": pl.String,
+    "reader": pl.String,
 }
 _DQ_SCHEMA = {
     "run_id": pl.String,
@@ -47,9 +56,35 @@ _DQ_SCHEMA = {
     "accepted": pl.Int64,
     "quarantined": pl.Int64,
     "duplicates": pl.Int64,
+    "superseded": pl.Int64,
     "held": pl.Int64,
     "detail": pl.String,
     "checked_at": pl.Datetime("us"),
+}
+_STATE_SCHEMA = {
+    "layer": pl.String,
+    "source": pl.String,
+    "landing_date": pl.String,
+    "fingerprint": pl.String,
+    "status": pl.String,
+    "outcome": pl.String,
+    "landed": pl.Int64,
+    "bronze_rows": pl.Int64,
+    "accepted": pl.Int64,
+    "quarantined": pl.Int64,
+    "duplicates": pl.Int64,
+    "superseded": pl.Int64,
+    "held": pl.Int64,
+    "detail": pl.String,
+    "run_id": pl.String,
+    "recorded_at": pl.Datetime("us"),
+}
+_WATERMARK_SCHEMA = {
+    "consumer": pl.String,
+    "source": pl.String,
+    "silver_version": pl.Int64,
+    "run_id": pl.String,
+    "recorded_at": pl.Datetime("us"),
 }
 
 
@@ -71,10 +106,120 @@ def record_ingest(lake: Lake, loaded: Sequence[dict], rejected: Sequence[dict]) 
             _append(lake, table, pl.DataFrame(list(rows), schema=_LEDGER_SCHEMA))
 
 
+def latest_outcomes(lake: Lake, source: str, landing_dates: Sequence[str]) -> dict[str, dict]:
+    """Per landed file of `source` on `landing_dates`: its last ledger or rejection row."""
+    frames = []
+    for table in (INGEST_LEDGER, REJECTED_FILES):
+        frame = delta.scan(lake, lake.table_uri("_system", table))
+        if frame is None:
+            continue
+        if "reader" not in frame.collect_schema().names():
+            frame = frame.with_columns(pl.lit(None, pl.String).alias("reader"))
+        frames.append(
+            frame.filter(
+                pl.col("source") == source, pl.col("landing_date").is_in(list(landing_dates))
+            ).select("path", "size", "version", "sha256", "reader", "ingested_at")
+        )
+    if not frames:
+        return {}
+    rows = pl.concat(frames).sort("ingested_at").group_by("path").last().collect()
+    return {row["path"]: row for row in rows.iter_rows(named=True)}
+
+
 def record_dq_results(lake: Lake, rows: Sequence[dict]) -> None:
     """Append check results (one row per run x partition x check)."""
     if rows:
         _append(lake, DQ_RESULTS, pl.DataFrame(list(rows), schema=_DQ_SCHEMA))
+
+
+def record_states(lake: Lake, rows: Sequence[dict]) -> None:
+    """Append new partition outcomes (one row per layer x source x landing date x outcome)."""
+    if rows:
+        _append(lake, PARTITION_STATE, pl.DataFrame(list(rows), schema=_STATE_SCHEMA))
+
+
+def _states(lake: Lake, layer: str, source: str) -> pl.LazyFrame | None:
+    frame = delta.scan(lake, lake.table_uri("_system", PARTITION_STATE))
+    if frame is None:
+        return None
+    return (
+        frame.filter(pl.col("layer") == layer, pl.col("source") == source)
+        .sort("recorded_at")
+        .group_by("landing_date")
+        .last()
+    )
+
+
+def latest_states(
+    lake: Lake, layer: str, source: str, landing_dates: Sequence[str]
+) -> dict[str, dict]:
+    """The latest recorded outcome of each of `landing_dates` that has one."""
+    frame = _states(lake, layer, source)
+    if frame is None:
+        return {}
+    rows = frame.filter(pl.col("landing_date").is_in(list(landing_dates))).collect()
+    return {row["landing_date"]: row for row in rows.iter_rows(named=True)}
+
+
+def blocked_dates(lake: Lake, layer: str, source: str) -> set[str]:
+    """Landing dates of `source` whose latest outcome in `layer` is blocked."""
+    frame = _states(lake, layer, source)
+    if frame is None:
+        return set()
+    rows = frame.filter(pl.col("status") == "blocked").select("landing_date").collect()
+    return set(rows.to_series().to_list())
+
+
+def held_partitions(lake: Lake, layer: str = "silver") -> pl.DataFrame:
+    """Every (source, landing date) whose latest outcome is held or blocked, with the reason."""
+    frame = delta.scan(lake, lake.table_uri("_system", PARTITION_STATE))
+    if frame is None:
+        return pl.DataFrame(schema=_STATE_SCHEMA)
+    return (
+        frame.filter(pl.col("layer") == layer)
+        .sort("recorded_at")
+        .group_by("source", "landing_date")
+        .last()
+        .filter(pl.col("status") != "published")
+        .sort("source", "landing_date")
+        .collect()
+    )
+
+
+def record_watermarks(lake: Lake, consumer: str, versions: dict[str, int], run_id: str) -> None:
+    """`consumer` has taken in silver up to `versions` (source -> silver version)."""
+    if versions:
+        _append(
+            lake,
+            GOLD_WATERMARKS,
+            pl.DataFrame(
+                [
+                    {
+                        "consumer": consumer,
+                        "source": source,
+                        "silver_version": version,
+                        "run_id": run_id,
+                        "recorded_at": datetime.now(UTC).replace(tzinfo=None),
+                    }
+                    for source, version in sorted(versions.items())
+                ],
+                schema=_WATERMARK_SCHEMA,
+            ),
+        )
+
+
+def watermarks(lake: Lake, consumer: str) -> dict[str, int]:
+    """The silver version of each source `consumer` has taken in (absent: none yet)."""
+    frame = delta.scan(lake, lake.table_uri("_system", GOLD_WATERMARKS))
+    if frame is None:
+        return {}
+    rows = (
+        frame.filter(pl.col("consumer") == consumer)
+        .group_by("source")
+        .agg(pl.col("silver_version").max())
+        .collect()
+    )
+    return dict(rows.iter_rows())
 
 
 def read_table(lake: Lake, table: str) -> pl.DataFrame:

@@ -1,0 +1,225 @@
+"""Silver's checks: the batch rules of a landing date and the checks of the published table.
+
+Each check yields one `CheckOutcome` per landing-date partition; blocking ones hold the date back
+(nothing of what it brought in the run is published). The names are shared by `_system/dq_results`
+and the Dagster asset checks.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from lakehouse.core.contract import Contract
+
+CHECK_ROW_RULES = "row_rules"
+CHECK_REFERENCES = "references"
+CHECK_VOLUME = "volume"
+CHECK_QUARANTINE_RATIO = "quarantine_ratio"
+CHECK_SCHEMA_DRIFT = "schema_drift"
+CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
+CHECK_SILVER_MATCHES_BRONZE = "silver_matches_bronze"
+CHECK_RECONCILIATION = "reconciliation"
+SILVER_CHECKS = (
+    CHECK_ROW_RULES,
+    CHECK_REFERENCES,
+    CHECK_QUARANTINE_RATIO,
+    CHECK_VOLUME,
+    CHECK_SCHEMA_DRIFT,
+    CHECK_PRIMARY_KEY_UNIQUE,
+    CHECK_SILVER_MATCHES_BRONZE,
+    CHECK_RECONCILIATION,
+)
+BLOCKING_CHECKS = frozenset(
+    {
+        CHECK_QUARANTINE_RATIO,
+        CHECK_VOLUME,
+        CHECK_SCHEMA_DRIFT,
+        CHECK_PRIMARY_KEY_UNIQUE,
+        CHECK_SILVER_MATCHES_BRONZE,
+        CHECK_RECONCILIATION,
+    }
+)
+BATCH_RULES = frozenset({CHECK_QUARANTINE_RATIO, CHECK_VOLUME, CHECK_SCHEMA_DRIFT})
+"""The blocking checks decided before the publish: a date failing one publishes nothing."""
+VOLUME_MIN_HISTORY = 3
+"""The volume check needs this many earlier landing dates with rows before it judges a date."""
+
+
+@dataclass
+class CheckOutcome:
+    """One check on one landing-date partition."""
+
+    check: str
+    partition: str
+    passed: bool
+    rows_checked: int
+    rows_failed: int
+    detail: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.check in BLOCKING_CHECKS
+
+
+@dataclass
+class PartitionAudit:
+    """Where every bronze row of one landing date ended."""
+
+    landing_date: str
+    landed: int = 0
+    """Rows the ingest ledger recorded for the date's loaded files."""
+    bronze_rows: int = 0
+    references_failed: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    """Valid rows superseded by a later version of their key in the same landing date."""
+    superseded: int = 0
+    """Valid rows that lost to a later version of their key from another landing date."""
+    accepted: int = 0
+    """Valid rows that are silver's row of their key."""
+    held: int = 0
+    """Valid rows not published: the date is blocked, or the key they reference is held."""
+    hold_reason: str = ""
+    checks: list[CheckOutcome] = field(default_factory=list)
+    unchanged: bool = False
+    """Nothing the date depends on changed since its last outcome: it was not evaluated again."""
+
+    @property
+    def blocked(self) -> bool:
+        return any(c.blocking and not c.passed for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.blocked:
+            return "blocked"
+        return "held" if self.held else "published"
+
+
+def batch_rules(
+    contract: Contract, audit: PartitionAudit, drift_problems: list[str], counts: dict[str, int]
+) -> None:
+    """The row-rule summaries and batch rules of one landing date, decided before the publish."""
+    date, rows = audit.landing_date, audit.bronze_rows
+    ratio = audit.quarantined / rows if rows else 0.0
+    limit = contract.checks.max_quarantine_ratio
+    audit.checks = [
+        CheckOutcome(
+            CHECK_ROW_RULES,
+            date,
+            audit.quarantined == 0,
+            rows,
+            audit.quarantined,
+            f"{audit.quarantined} of {rows} rows failed a row rule and were quarantined",
+        ),
+        CheckOutcome(
+            CHECK_REFERENCES,
+            date,
+            audit.references_failed == 0,
+            rows,
+            audit.references_failed,
+            f"{audit.references_failed} of {rows} rows reference a key missing from silver",
+        ),
+        volume(contract, date, rows, counts),
+        CheckOutcome(
+            CHECK_QUARANTINE_RATIO,
+            date,
+            ratio <= limit,
+            rows,
+            audit.quarantined,
+            f"quarantine ratio {ratio:.4f} (limit {limit})",
+        ),
+        CheckOutcome(
+            CHECK_SCHEMA_DRIFT,
+            date,
+            not drift_problems,
+            rows,
+            rows if drift_problems else 0,
+            "; ".join(drift_problems),
+        ),
+    ]
+
+
+def volume(contract: Contract, date: str, rows: int, counts: dict[str, int]) -> CheckOutcome:
+    """The date's bronze rows against the median of the recent landing dates before it."""
+    bounds = contract.checks
+    low, high = bounds.volume_min_ratio, bounds.volume_max_ratio
+    if low is None and high is None:
+        return CheckOutcome(CHECK_VOLUME, date, True, rows, 0, "the contract sets no volume bounds")
+    # counts are in date order: no sort per date
+    history = [n for d, n in counts.items() if d < date and n][-bounds.volume_window :]
+    if rows == 0 or len(history) < VOLUME_MIN_HISTORY:
+        return CheckOutcome(
+            CHECK_VOLUME, date, True, rows, 0, f"no baseline yet ({len(history)} earlier dates)"
+        )
+    baseline = statistics.median(history)
+    ratio = rows / baseline
+    passed = (low is None or ratio >= low) and (high is None or ratio <= high)
+    return CheckOutcome(
+        CHECK_VOLUME,
+        date,
+        passed,
+        rows,
+        0 if passed else rows,
+        f"{rows} rows = {ratio:.2f} x the median {baseline:g} of the {len(history)} previous "
+        f"landing dates (allowed {low if low is not None else 0} .. "
+        f"{high if high is not None else 'any'})",
+    )
+
+
+def table_checks(
+    audit: PartitionAudit, *, duplicate_keys: int, expected: int, found: int, missing: int
+) -> None:
+    """Checks of the published table for one landing date, then the reconciliation.
+
+    Args:
+        duplicate_keys: keys held more than once among the rows the publish touched.
+        expected: keys the date should hold in silver (its valid rows that won).
+        found: keys silver holds from the date.
+        missing: expected keys silver does not hold from the date, plus found keys not expected.
+    """
+    date = audit.landing_date
+    audit.checks += [
+        CheckOutcome(
+            CHECK_PRIMARY_KEY_UNIQUE,
+            date,
+            duplicate_keys == 0,
+            found,
+            duplicate_keys,
+            "one row per primary key among the published rows the run touched"
+            + (f": {duplicate_keys} key(s) held twice" if duplicate_keys else ""),
+        ),
+        CheckOutcome(
+            CHECK_SILVER_MATCHES_BRONZE,
+            date,
+            missing == 0,
+            expected,
+            missing,
+            f"silver holds {found} key(s) from this date; its valid bronze rows make {expected}"
+            + (f" ({missing} differ)" if missing else ""),
+        ),
+    ]
+    reconcile(audit)
+
+
+def reconcile(audit: PartitionAudit) -> None:
+    """Every landed row of the date is in bronze, and every bronze row is accounted for once."""
+    rows = audit.bronze_rows
+    unaccounted = (
+        rows - audit.quarantined - audit.duplicates - audit.superseded - audit.accepted - audit.held
+    )
+    off_landed = audit.landed - rows
+    audit.checks.append(
+        CheckOutcome(
+            CHECK_RECONCILIATION,
+            audit.landing_date,
+            unaccounted == 0 and off_landed == 0,
+            rows,
+            abs(unaccounted) + abs(off_landed),
+            f"landed {audit.landed} = bronze {rows} = accepted {audit.accepted} "
+            f"+ quarantined {audit.quarantined} + duplicates {audit.duplicates} "
+            f"+ superseded {audit.superseded} + held {audit.held}"
+            + (f" (bronze off by {unaccounted})" if unaccounted else "")
+            + (f" (landed off by {off_landed})" if off_landed else ""),
+        )
+    )

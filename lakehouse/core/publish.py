@@ -1,0 +1,409 @@
+"""Silver's publish: make silver hold, for every key a batch affects, the latest valid version.
+
+Silver is a function of bronze: for every primary key, the latest valid version (by the
+contract's `ordering`, ties broken by landing date, file and row) among the rows bronze holds
+now. A batch (the valid winners of some landing dates) affects the keys it holds and the keys
+silver holds *from* those landing dates, whose rows may have been corrected or retracted.
+
+For each affected key the publish compares three candidates: the batch's row, the row silver
+holds now if it comes from another landing date (still backed by bronze), and, only when silver's
+row came from a reprocessed date and the batch offers nothing newer, the best valid row of the
+other landing dates in bronze (`fallback`). The winner becomes an exact change:
+
+    insert   a key silver does not hold
+    update   a key whose row changed in place (same event date)
+    move     a key whose event date changed: deleted from its old partition, inserted in the new
+    delete   a key no bronze row holds any more (a retraction)
+    nothing  the winner is the row silver holds, byte for byte (`_row_hash`)
+
+All changes are one MERGE, pinned to the event-date partitions they touch; no change, no commit.
+The event dates changed travel in the commit's own metadata (`CHANGES_KEY`), so whoever follows
+silver (gold) reads exactly which dates a version changed, atomically with the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from lakehouse.core import delta
+from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE
+from lakehouse.core.contract import Contract
+from lakehouse.core.lake import Lake
+from lakehouse.core.pii import pseudonymise
+from lakehouse.core.readers import ROW_NUMBER
+
+log = logging.getLogger(__name__)
+
+EVENT_DATE = "_event_date"
+ROW_HASH = "_row_hash"
+"""A hash of the published row (data and lineage): an identical row is never an update."""
+CHANGES_KEY = "lakehouse.changes"
+"""Commit metadata of a silver publish: JSON `{event_date: [inserted, updated, deleted]}`."""
+WHOLE_TABLE = "*"
+"""The change key of a table without event dates."""
+_OP = "__op"
+_TARGET = "__target_date"
+_TAG = "__candidate"
+
+
+@dataclass
+class PublishResult:
+    """What one publish changed."""
+
+    changes: dict[str, list[int]] = field(default_factory=dict)
+    """Event date (or `*`) -> [inserted, updated, deleted]; a move counts at both dates."""
+    version: int | None = None
+    """The silver version the publish committed (None when nothing changed)."""
+    keys: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """After the publish: the silver rows (keys, event date, landing date) of the affected keys."""
+    affected: int = 0
+    won: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """The batch (or older) rows that are silver's row of their key: keys and landing date."""
+
+    def total(self, index: int) -> int:
+        return sum(v[index] for v in self.changes.values())
+
+
+def order_columns(contract: Contract) -> list[str]:
+    """Sort order that makes the last row of a key its latest version."""
+    return [
+        *([contract.ordering] if contract.ordering else []),
+        LANDING_DATE,
+        SOURCE_FILE,
+        ROW_NUMBER,
+    ]
+
+
+def latest_per_key(
+    contract: Contract, rows: pl.DataFrame, *, tiebreak: Sequence[str] = ()
+) -> pl.DataFrame:
+    """One row per primary key: the latest by the contract's ordering, then by landing position
+    (then by `tiebreak`: the last of equal rows wins)."""
+    if rows.is_empty():
+        return rows
+    return rows.sort([*order_columns(contract), *tiebreak], nulls_last=False).unique(
+        subset=list(contract.primary_key), keep="last", maintain_order=True
+    )
+
+
+def prepare(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
+    """Valid rows as silver stores them: PII pseudonymised, event date, row hash."""
+    rows = pseudonymise(rows, [c.silver_name for c in contract.pii_columns])
+    if contract.event_time:
+        rows = rows.with_columns(
+            pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE)
+        )
+    data = [c for c in rows.columns if c != ROW_HASH]
+    return rows.with_columns(
+        rows.select(data).hash_rows(seed=7).reinterpret(signed=True).alias(ROW_HASH)
+    )
+
+
+def _state_columns(contract: Contract, available: Sequence[str]) -> list[str]:
+    wanted = [
+        *contract.primary_key,
+        *([EVENT_DATE] if contract.event_time else []),
+        *order_columns(contract),
+        ROW_HASH,
+    ]
+    return [c for c in dict.fromkeys(wanted) if c in available]
+
+
+def current_state(
+    lake: Lake, contract: Contract, keys: pl.DataFrame, dates: Sequence[str]
+) -> pl.DataFrame:
+    """Silver's rows for `keys` (anywhere) and every row silver holds from landing `dates`.
+
+    A key-column scan: only the keys, event date, ordering, lineage and row hash are read.
+    """
+    frame = delta.scan(lake, lake.table_uri("silver", contract.name))
+    if frame is None:
+        return pl.DataFrame()
+    names = frame.collect_schema().names()
+    columns = _state_columns(contract, names)
+    first = contract.primary_key[0]
+    wanted = (
+        keys.get_column(first).unique() if not keys.is_empty() else pl.Series([], dtype=pl.String)
+    )
+    found = (
+        frame.select(columns)
+        .filter(pl.col(first).is_in(wanted.implode()) | pl.col(LANDING_DATE).is_in(list(dates)))
+        .collect()
+    )
+    if ROW_HASH not in found.columns:  # a table written before row hashes: every row differs
+        found = found.with_columns(pl.lit(None, pl.Int64).alias(ROW_HASH))
+    if len(contract.primary_key) > 1 and not keys.is_empty():
+        key_cols = list(contract.primary_key)
+        matched = found.join(keys.select(key_cols).unique(), on=key_cols, how="semi")
+        found = pl.concat([matched, found.filter(pl.col(LANDING_DATE).is_in(list(dates)))]).unique(
+            subset=key_cols, keep="first"
+        )
+    return found
+
+
+Fallback = Callable[[pl.DataFrame], pl.DataFrame]
+"""Given keys, the latest valid row per key among bronze's other landing dates (prepared)."""
+
+
+@delta.retry_conflicts
+def publish(
+    lake: Lake,
+    contract: Contract,
+    batch: pl.DataFrame,
+    dates: Sequence[str],
+    *,
+    fallback: Fallback,
+    frozen: pl.DataFrame | None = None,
+    run_id: str,
+    step: str = "silver publish",
+) -> PublishResult:
+    """Bring silver's rows of the keys `batch` affects to their latest valid version.
+
+    Args:
+        batch: The valid rows of landing `dates`, one per key, as `prepare` returns them.
+        dates: The landing dates the batch stands for: silver rows from them that the batch
+            no longer holds are retracted (or replaced by an older version from another date).
+        fallback: Looks up older versions in bronze's other landing dates.
+        frozen: Keys whose silver rows stay as they are (their new rows are held back).
+    """
+    keys = list(contract.primary_key)
+    state = current_state(lake, contract, batch.select(keys), dates)
+    if frozen is not None and not frozen.is_empty() and not state.is_empty():
+        state = state.join(frozen.select(keys).unique(), on=keys, how="anti")
+    plan = _plan(contract, batch, state, dates, fallback)
+    result = PublishResult(affected=plan.affected, won=plan.won)
+    if plan.source.is_empty():
+        result.keys = state
+        return result
+    result.changes = plan.changes
+    metadata = {CHANGES_KEY: json.dumps(plan.changes, sort_keys=True)}
+    uri = lake.table_uri("silver", contract.name)
+    table = delta.open_table(lake, uri)
+    data_columns = [c for c in plan.source.columns if c not in (_OP, _TARGET)]
+    if table is None:
+        inserts = plan.source.filter(pl.col(_OP) == "upsert").select(data_columns)
+        delta.merge(
+            lake,
+            uri,
+            inserts,
+            predicate=" AND ".join(f"t.{k} = s.{k}" for k in keys),
+            partition_by=[EVENT_DATE] if contract.event_time else None,
+            evolve_schema=True,
+            step=step,
+            run_id=run_id,
+            **metadata,
+        )
+    else:
+        delta.add_columns(
+            lake, uri, plan.source.select(data_columns).to_arrow().schema, run_id=run_id
+        )
+        table = delta.open_table(lake, uri)
+        assert table is not None
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        if contract.event_time:
+            targets = plan.source.get_column(_TARGET).drop_nulls().unique().sort().to_list()
+            predicate = (
+                f"{delta.in_predicate('t.' + EVENT_DATE, targets)} "
+                f"AND t.{EVENT_DATE} = s.{_TARGET} AND {predicate}"
+            )
+        columns = {c: f"s.{c}" for c in data_columns}
+        (
+            table.merge(
+                plan.source.to_arrow(),
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=delta.commit_properties(step=step, run_id=run_id, **metadata),
+            )
+            .when_matched_delete(predicate=f"s.{_OP} = 'delete'")
+            .when_matched_update(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+            .when_not_matched_insert(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+            .execute()
+        )
+    result.version = delta.table_version(lake, uri)
+    result.keys = current_state(lake, contract, plan.affected_keys, dates)
+    log.info(
+        "silver %s: version %s: %d inserted, %d updated, %d deleted over %d event date(s)",
+        contract.name,
+        result.version,
+        result.total(0),
+        result.total(1),
+        result.total(2),
+        len(plan.changes),
+    )
+    return result
+
+
+@dataclass
+class _Plan:
+    source: pl.DataFrame
+    """MERGE source: data columns plus `__op` (upsert | delete) and `__target_date`."""
+    changes: dict[str, list[int]]
+    affected_keys: pl.DataFrame
+    won: pl.DataFrame
+    affected: int = 0
+
+
+def _plan(
+    contract: Contract,
+    batch: pl.DataFrame,
+    state: pl.DataFrame,
+    dates: Sequence[str],
+    fallback: Fallback,
+) -> _Plan:
+    keys = list(contract.primary_key)
+    order = order_columns(contract)
+    has_dates = contract.event_time is not None
+    dates = list(dates)
+    if state.is_empty():
+        state = batch.select(_state_columns(contract, batch.columns)).clear()
+    state = state.with_columns(
+        pl.col(c).cast(batch.schema[c]) for c in state.columns if c in batch.columns
+    )
+    stale = state.filter(pl.col(LANDING_DATE).is_in(dates))
+    backed = state.filter(~pl.col(LANDING_DATE).is_in(dates))
+
+    # Keys whose silver row came from a reprocessed date and which the batch does not replace
+    # with something at least as new: their next-best version may sit in another landing date.
+    probe = pl.concat(
+        [
+            stale.select(*keys, *order).with_columns(pl.lit(0).alias(_TAG)),
+            batch.select(*keys, *order).with_columns(pl.lit(1).alias(_TAG)),
+        ],
+        how="vertical_relaxed",
+    )
+    need = (
+        latest_per_key(contract, probe, tiebreak=[_TAG]).filter(pl.col(_TAG) == 0).select(keys)
+        if not stale.is_empty()
+        else pl.DataFrame(schema={k: batch.schema[k] for k in keys})
+    )
+    older = fallback(need) if not need.is_empty() else batch.clear()
+    if not older.is_empty():
+        older = older.select(batch.columns)
+    full = pl.concat([batch, older], how="vertical_relaxed") if older.height else batch
+    full = full.with_row_index("__row")
+
+    candidates = pl.concat(
+        [
+            backed.select(*keys, *order).with_columns(pl.lit(None, pl.UInt32).alias("__row")),
+            full.select(*keys, *order, "__row"),
+        ],
+        how="vertical_relaxed",
+    )
+    winners = latest_per_key(contract, candidates)
+    affected = pl.concat([state.select(keys), batch.select(keys)], how="vertical_relaxed").unique()
+    # New content wins for these keys; the rest keep silver's row (winner from `backed`).
+    chosen = full.join(winners.filter(pl.col("__row").is_not_null()).select("__row"), on="__row")
+    chosen = chosen.drop("__row")
+    current = state.select(
+        *keys,
+        *([pl.col(EVENT_DATE).alias("__old_date")] if has_dates else []),
+        pl.col(ROW_HASH).alias("__old_hash"),
+    )
+    # Existence by the key join: a table written before row hashes has null hashes.
+    compared = chosen.join(
+        current.with_columns(pl.lit(True).alias("__exists")), on=keys, how="left"
+    ).with_columns(pl.col("__exists").fill_null(False))
+    same_date = (pl.col("__old_date") == pl.col(EVENT_DATE)) if has_dates else pl.lit(True)
+    unchanged = (
+        pl.col("__exists") & same_date & (pl.col("__old_hash") == pl.col(ROW_HASH)).fill_null(False)
+    )
+    changed = compared.filter(~unchanged)
+    inserts = changed.filter(~pl.col("__exists"))
+    updates = changed.filter(pl.col("__exists") & same_date)
+    moves = changed.filter(pl.col("__exists") & ~same_date) if has_dates else changed.clear()
+
+    won_keys = winners.select(keys)
+    retracted = state.join(won_keys, on=keys, how="anti")
+
+    data_columns = batch.columns
+    target = pl.col(EVENT_DATE) if has_dates else pl.lit(None, pl.String)
+    parts = [
+        inserts.select(data_columns).with_columns(
+            pl.lit("upsert").alias(_OP), target.alias(_TARGET)
+        ),
+        updates.select(data_columns).with_columns(
+            pl.lit("upsert").alias(_OP), target.alias(_TARGET)
+        ),
+        moves.select(data_columns).with_columns(pl.lit("upsert").alias(_OP), target.alias(_TARGET)),
+    ]
+    deletes = [
+        *([moves.select(*keys, pl.col("__old_date").alias(_TARGET))] if has_dates else []),
+        retracted.select(
+            *keys, (pl.col(EVENT_DATE) if has_dates else pl.lit(None, pl.String)).alias(_TARGET)
+        ),
+    ]
+    delete_rows = pl.concat(deletes, how="vertical_relaxed").with_columns(
+        pl.lit("delete").alias(_OP)
+    )
+    source = pl.concat([*parts, delete_rows], how="diagonal_relaxed")
+
+    changes: dict[str, list[int]] = {}
+
+    def count(frame: pl.DataFrame, column: str, index: int) -> None:
+        if frame.is_empty():
+            return
+        if not has_dates:
+            changes.setdefault(WHOLE_TABLE, [0, 0, 0])[index] += frame.height
+            return
+        for day, n in frame.group_by(column).len().iter_rows():
+            changes.setdefault(str(day), [0, 0, 0])[index] += n
+
+    count(inserts, EVENT_DATE, 0)
+    count(moves, EVENT_DATE, 0)
+    count(updates, EVENT_DATE, 1)
+    if has_dates:
+        count(moves, "__old_date", 2)
+    count(retracted, EVENT_DATE, 2)
+    return _Plan(
+        source=source,
+        changes=changes,
+        affected_keys=affected,
+        won=chosen.select(*keys, LANDING_DATE),
+        affected=affected.height,
+    )
+
+
+def changes_since(
+    lake: Lake, source: str, version: int | None
+) -> tuple[int | None, dict[str, list[int]], bool]:
+    """The event dates silver `source` changed after `version`: (latest version, changes, whole).
+
+    `whole` is true when a commit changed data without saying which dates (a table written
+    before change records, or by another tool): its readers must rebuild everything.
+    """
+    table = delta.open_table(lake, lake.table_uri("silver", source))
+    if table is None:
+        return None, {}, False
+    latest = table.version()
+    if version is not None and version >= latest:
+        return latest, {}, False
+    limit = None if version is None else latest - version
+    changes: dict[str, list[int]] = {}
+    whole = False
+    for commit in table.history(limit):
+        v = commit.get("version")
+        if version is not None and v is not None and v <= version:
+            continue
+        recorded = commit.get(CHANGES_KEY)
+        if recorded is None:
+            operation = str(commit.get("operation", ""))
+            if operation not in (
+                "OPTIMIZE",
+                "ADD COLUMN",
+                "VACUUM START",
+                "VACUUM END",
+                "SET TBLPROPERTIES",
+            ):
+                whole = True
+            continue
+        for day, counts in json.loads(recorded).items():
+            into = changes.setdefault(day, [0, 0, 0])
+            for i, n in enumerate(counts):
+                into[i] += n
+    return latest, changes, whole
