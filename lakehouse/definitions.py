@@ -15,11 +15,13 @@ from lakehouse.core.lake import Lake
 from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts
 from lakehouse.defs.resources import LakeResource
-from lakehouse.defs.sensors import build_landing_sensor
+from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
 from lakehouse.defs.sources import bronze_asset, landing_spec, silver_asset
 
 # Single-run backfill policies are "beta" in Dagster 1.13; the platform depends on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+# Partitioned asset checks are "preview": silver reports each landing date's checks on its own.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_definitions() -> dg.Definitions:
@@ -33,7 +35,7 @@ def build_definitions() -> dg.Definitions:
             gold_daily_marts,
             gold_marts,
         ],
-        sensors=[build_landing_sensor(contracts), automation_sensor],
+        sensors=[build_landing_sensor(contracts), gold_sensor, automation_sensor],
         # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up
         # each. Runs still run side by side (the run queue), and on Kubernetes each run is a pod.
         executor=dg.in_process_executor,

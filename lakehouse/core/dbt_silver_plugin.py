@@ -5,10 +5,10 @@ reads silver the way the rest of the platform does: a DeltaTable located from th
 (local or S3, with the same storage options), exposed to DuckDB as an Arrow dataset. The source
 table's name is the silver table's name.
 
-`LAKEHOUSE_EVENT_DATES` (`<start>..<end>`, set by the daily gold asset) restricts a run to a date
-range: tables partitioned by `_event_date` are read from those partitions only, and the DuckDB
-macro `lakehouse_in_event_dates(d)` (behind dbt's `event_dates_filter`) tests a date against it.
-So a one-day gold run reads one day of silver.
+`LAKEHOUSE_EVENT_DATES` (comma-separated ISO dates, set by the daily gold asset: the event dates
+silver changed) restricts a run to those dates: tables partitioned by `_event_date` are read from
+those partitions only, and the DuckDB macro `lakehouse_in_event_dates(d)` (behind dbt's
+`event_dates_filter`) tests a date against them. So a one-day gold run reads one day of silver.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ EVENT_DATE = "_event_date"
 EVENT_DATES_ENV = "LAKEHOUSE_EVENT_DATES"
 
 
-def parse_event_dates(value: str | None) -> tuple[str, str] | None:
-    """`2024-01-01..2024-01-31` -> (start, end); empty -> None."""
+def parse_event_dates(value: str | None) -> list[str] | None:
+    """`2024-01-01,2024-01-03` -> the sorted dates; empty -> None (every date)."""
     if not value:
         return None
-    start, _, end = value.partition("..")
-    end = end or start
-    date.fromisoformat(start), date.fromisoformat(end)  # ISO dates only: they enter SQL below
-    return start, end
+    dates = sorted({part.strip() for part in value.split(",") if part.strip()})
+    for day in dates:
+        date.fromisoformat(day)  # ISO dates only: they enter SQL below
+    return dates
 
 
 class Plugin(BasePlugin):
@@ -47,19 +47,17 @@ class Plugin(BasePlugin):
         if self.event_dates is None:
             cursor.execute("create or replace temp macro lakehouse_in_event_dates(d) as true")
         else:
-            start, end = self.event_dates
+            listed = ", ".join(f"date '{day}'" for day in self.event_dates)
             cursor.execute(
-                "create or replace temp macro lakehouse_in_event_dates(d) as "
-                f"d between date '{start}' and date '{end}'"
+                f"create or replace temp macro lakehouse_in_event_dates(d) as d in ({listed})"
             )
 
     def load(self, source_config: SourceConfig) -> Any:
         uri = self.lake.table_uri("silver", source_config.identifier)
         table = DeltaTable(uri, storage_options=self.lake.storage_options or None)
         if self.event_dates and EVENT_DATE in table.metadata().partition_columns:
-            start, end = self.event_dates
             return table.to_pyarrow_dataset(
-                file_pruning_predicate=[(EVENT_DATE, ">=", start), (EVENT_DATE, "<=", end)]
+                file_pruning_predicate=[(EVENT_DATE, "in", self.event_dates)]
             )
         return table.to_pyarrow_dataset()
 

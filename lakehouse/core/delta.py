@@ -125,6 +125,48 @@ def _target(lake: Lake, uri: str) -> DeltaTable | str:
     return open_table(lake, uri) or uri
 
 
+def create_table(
+    lake: Lake,
+    uri: str,
+    schema: pa.Schema,
+    *,
+    partition_by: Sequence[str] | None = None,
+    **metadata: Any,
+) -> DeltaTable:
+    """The table at `uri`, created empty with `schema` first if there is none: safe to race.
+
+    Writers that find no table create it this way, then write to it as to any table (MERGE,
+    replace-where), so concurrent first writers of one table conflict and retry like any other
+    concurrent writers instead of each committing its rows as a new table. The creating commit
+    is not retried by delta-rs (a retried create would land as a second version over the
+    winner's); whoever loses the race finds the winner's table and uses it.
+    """
+    table = open_table(lake, uri)
+    if table is not None:
+        return table
+    properties = commit_properties(**metadata)
+    properties.max_commit_retries = 0
+    try:
+        write_deltalake(
+            uri,
+            schema.empty_table(),
+            mode="error",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=lake.storage_options or None,
+            commit_properties=properties,
+            configuration=TABLE_PROPERTIES,
+        )
+    except DeltaError:
+        # "already exists", or a lost race for version 0 (CommitFailedError): fine if it exists.
+        if open_table(lake, uri) is None:
+            raise
+    table = open_table(lake, uri)
+    if table is None:
+        msg = f"{uri}: no Delta table after creating it"
+        raise DeltaError(msg)
+    return table
+
+
 def table_version(lake: Lake, uri: str) -> int | None:
     table = open_table(lake, uri)
     return None if table is None else table.version()
@@ -170,7 +212,8 @@ def replace_where(
 ) -> None:
     """Atomically replace the rows matching `predicate` with `data` (creating the table if needed).
 
-    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent.
+    Every row of `data` must satisfy `predicate`; replaying the same data is idempotent. A
+    concurrent write of the same rows conflicts and this one reruns (`retry_conflicts`).
     """
     options: dict[str, Any] = {
         "predicate": predicate,
@@ -182,7 +225,11 @@ def replace_where(
     if partition_by:
         options["partition_by"] = list(partition_by)
     so = lake.storage_options or None
-    target = _target(lake, uri)
+    target = open_table(lake, uri)
+    if target is None:
+        schema = data.collect_schema() if isinstance(data, pl.LazyFrame) else data.schema
+        empty = pl.DataFrame(schema=schema).to_arrow().schema
+        target = create_table(lake, uri, empty, partition_by=partition_by, **metadata)
     if isinstance(data, pl.LazyFrame):
         data.sink_delta(target, mode="overwrite", storage_options=so, delta_write_options=options)
     else:
@@ -227,23 +274,17 @@ def merge(
 ) -> dict[str, Any]:
     """Upsert `data` (alias `s`) into the table (alias `t`): update matches, insert the rest.
 
-    Creates the table on the first write. Returns delta-rs's merge metrics.
+    Creates the table (empty, `create_table`) on the first write, then merges into it: first
+    writers racing each other conflict and rerun like any concurrent MERGE, so every key lands
+    once. Returns delta-rs's merge metrics.
     """
-    table = open_table(lake, uri)
-    if table is None:
-        write_deltalake(
-            uri,
-            data.to_arrow(),
-            mode="append",
-            partition_by=list(partition_by) if partition_by else None,
-            storage_options=lake.storage_options or None,
-            commit_properties=commit_properties(**metadata),
-            configuration=TABLE_PROPERTIES,
-        )
-        return {"num_target_rows_inserted": data.height, "num_target_rows_updated": 0}
+    source = data.to_arrow()
+    table = open_table(lake, uri) or create_table(
+        lake, uri, source.schema, partition_by=partition_by, **metadata
+    )
     return (
         table.merge(
-            data.to_arrow(),
+            source,
             predicate=predicate,
             source_alias="s",
             target_alias="t",

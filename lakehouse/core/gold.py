@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
+import polars as pl
+import pyarrow as pa
+from deltalake import write_deltalake
 
 from lakehouse.core import delta
 from lakehouse.core.lake import Lake
@@ -21,55 +25,97 @@ def publish_marts(
     marts: Sequence[str],
     *,
     run_id: str,
-    dates: tuple[str, str] | None = None,
+    dates: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write each mart's warehouse table to `<root>/lake/gold/<mart>`; returns per-mart metadata.
 
-    Without `dates` the Delta table is overwritten. With `dates` (first, last; inclusive) only the
-    rows of those dates are replaced (replace-where on `order_date`), so a one-day run of a daily
-    mart does not rewrite its history.
+    Without `dates` the Delta table is overwritten. With `dates` (ISO dates, any set of days)
+    exactly the rows of those dates are replaced (replace-where on `order_date`), so a one-day
+    run of a daily mart does not rewrite its history; a date the warehouse no longer holds ends
+    up with no rows. Concurrent publishers (the first ones creating the table included) conflict
+    and rerun, so each row lands once. A mart whose Delta rows already equal the warehouse's
+    gets no new version (`published`: False in its metadata).
     """
-    from deltalake import write_deltalake
-
     published = {}
     for mart in marts:
         uri = lake.table_uri("gold", mart)
-        commit = delta.commit_properties(step="gold publish", run_id=run_id)
-        so = lake.storage_options or None
         if dates is None:
-            table = con.sql(f'select * from "{schema}"."{mart}"').to_arrow_table()
-            write_deltalake(
-                uri,
-                table,
-                mode="overwrite",
-                schema_mode="overwrite",
-                storage_options=so,
-                commit_properties=commit,
-            )
+            rows = con.sql(f'select * from "{schema}"."{mart}"').to_arrow_table()
+            changed = _overwrite(lake, uri, rows, run_id=run_id)
         else:
-            table = con.sql(
-                f'select * from "{schema}"."{mart}" where {DATE_COLUMN} between $1 and $2',
-                params=[dates[0], dates[1]],
+            days = sorted({dt.date.fromisoformat(d) for d in dates})
+            rows = con.sql(
+                f'select * from "{schema}"."{mart}" where list_contains($1::date[], {DATE_COLUMN})',
+                params=[[d.isoformat() for d in days]],
             ).to_arrow_table()
-            exists = delta.open_table(lake, uri) is not None
-            write_deltalake(
-                uri,
-                table,
-                mode="overwrite" if exists else "append",
-                predicate=(
-                    f"{DATE_COLUMN} >= {delta.sql_literal(dates[0])} AND "
-                    f"{DATE_COLUMN} <= {delta.sql_literal(dates[1])}"
-                )
-                if exists
-                else None,
-                storage_options=so,
-                commit_properties=commit,
-            )
-        rows, version = delta.table_stats(lake, uri) or (0, 0)
+            changed = _replace_dates(lake, uri, rows, days, run_id=run_id) if days else False
+        rows_total, version = delta.table_stats(lake, uri) or (0, 0)
         published[mart] = {
-            "dagster/row_count": rows,
+            "dagster/row_count": rows_total,
             "delta_version": version,
             "dagster/uri": uri,
             "warehouse_table": f"{schema}.{mart}",
+            "published": changed,
         }
     return published
+
+
+@delta.retry_conflicts
+def _overwrite(lake: Lake, uri: str, rows: pa.Table, *, run_id: str) -> bool:
+    """Replace the whole table with `rows` (its schema too), unless it holds them already."""
+    table = delta.open_table(lake, uri)
+    if table is not None and _holds(pl.scan_delta(table), rows):
+        return False
+    write_deltalake(
+        table if table is not None else uri,
+        rows,
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=lake.storage_options or None,
+        commit_properties=delta.commit_properties(step="gold publish", run_id=run_id),
+        configuration=delta.TABLE_PROPERTIES,
+    )
+    return True
+
+
+@delta.retry_conflicts
+def _replace_dates(
+    lake: Lake, uri: str, rows: pa.Table, days: Sequence[dt.date], *, run_id: str
+) -> bool:
+    """Replace exactly the rows of `days` with `rows` (creating the table first if needed).
+
+    The predicate deletes every row of those days and `rows` are added in the same commit, so a
+    day absent from `rows` ends up empty.
+    """
+    table = delta.open_table(lake, uri)
+    if table is None:
+        table = delta.create_table(lake, uri, rows.schema, step="gold create", run_id=run_id)
+    current = pl.scan_delta(table).filter(pl.col(DATE_COLUMN).is_in(list(days)))
+    if _holds(current, rows):
+        return False
+    write_deltalake(
+        table,
+        rows,
+        mode="overwrite",
+        predicate=delta.in_predicate(DATE_COLUMN, [d.isoformat() for d in days]),
+        schema_mode="merge",
+        storage_options=lake.storage_options or None,
+        commit_properties=delta.commit_properties(step="gold publish", run_id=run_id),
+    )
+    return True
+
+
+def _holds(current: pl.LazyFrame, rows: pa.Table) -> bool:
+    """Whether `current` has exactly `rows` (same columns and types, same rows in any order)."""
+    new = pl.from_arrow(rows)
+    assert isinstance(new, pl.DataFrame)
+    try:
+        old = current.collect()
+        if old.schema != new.schema or old.height != new.height:
+            return False
+        if old.is_empty():
+            return True
+        return old.sort(old.columns, nulls_last=True).equals(new.sort(new.columns, nulls_last=True))
+    except pl.exceptions.PolarsError:
+        # a column polars cannot compare or sort: publish rather than guess
+        return False

@@ -3,16 +3,21 @@
 dbt sources carry the silver asset keys (`meta.dagster.asset_key`), so every mart's upstream chain
 in the asset graph reaches the landing files; dbt tests become asset checks on the marts.
 
-Marts tagged `daily` in dbt (incremental by `order_date`) share the daily partitions: a run for a
-partition range rebuilds and publishes only those dates, reading only those silver partitions.
-The other marts are unpartitioned and rebuilt whole.
+Gold follows what silver changed (`lakehouse.core.follow`), not the landing dates: marts tagged
+`daily` in dbt (incremental by `order_date`) rebuild and publish exactly the event dates silver
+changed since they last built, reading only those silver partitions; a late file for last month
+rebuilds last month's dates. The other marts are rebuilt whole, when a source of theirs changed.
+The `gold_sensor` (daemon) and `lakehouse materialize` start those runs; a run launched by hand
+for a partition range rebuilds that range too.
 """
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +30,10 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from lakehouse.core import follow
 from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
 from lakehouse.core.gold import publish_marts
 from lakehouse.core.lake import PROJECT_DIR, Lake
-from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
@@ -39,6 +44,11 @@ RUN_TARGET = DBT_DIR / "target" / "run"
 would otherwise rewrite under a reader's feet."""
 GOLD_SCHEMA = "gold"
 DAILY_TAG = "daily"
+DAILY_CONSUMER = "gold_daily_marts"
+WHOLE_CONSUMER = "gold_marts"
+TRIGGER_TAG = "lakehouse/trigger"
+SILVER_CHANGES = "silver_changes"
+"""`TRIGGER_TAG` value of gold runs started for silver's changes: they rebuild just those."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """DuckDB allows one writer per file: every warehouse writer runs in this pool (limit 1)."""
 
@@ -91,16 +101,18 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
-    ) -> dg.AutomationCondition:
-        return follows_upstream()
+    ) -> dg.AutomationCondition | None:
+        # Gold follows silver's changed event dates (the gold sensor), which no partition
+        # mapping can express: no automation condition.
+        return None
 
 
 translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def dbt_env(lake: Lake, dates: tuple[str, str] | None = None) -> dict[str, str]:
+def dbt_env(lake: Lake, dates: Sequence[str] | None = None) -> dict[str, str]:
     """The environment that points dbt's profile and the silver plugin at `lake` (and dates)."""
-    return {**lake.env(), EVENT_DATES_ENV: f"{dates[0]}..{dates[1]}" if dates else ""}
+    return {**lake.env(), EVENT_DATES_ENV: ",".join(sorted(dates)) if dates else ""}
 
 
 @contextmanager
@@ -127,7 +139,7 @@ def build_and_publish(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
     lake: Lake,
-    dates: tuple[str, str] | None = None,
+    dates: Sequence[str] | None = None,
 ) -> Iterator[Any]:
     """`dbt build` the selected marts, then publish each as Delta (only `dates` if given)."""
     Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +168,11 @@ def build_and_publish(
             yield event
 
 
+def silver_sources(assets_def: dg.AssetsDefinition) -> list[str]:
+    """The silver tables a dbt assets definition reads."""
+    return sorted({k.path[-1] for k in assets_def.dependency_keys if k.path[0] == "silver"})
+
+
 @dbt_assets(
     manifest=ensure_manifest(),
     select=f"tag:{DAILY_TAG}",
@@ -168,9 +185,25 @@ def build_and_publish(
 def gold_daily_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
 ) -> Iterator[Any]:
-    """Daily marts for the run's partition range: incremental delete+insert of those dates."""
-    window = context.partition_keys
-    yield from build_and_publish(context, dbt, lake.lake(), (window[0], window[-1]))
+    """Daily marts: rebuild the event dates silver changed (and, run by hand, the run's range)."""
+    the_lake = lake.lake()
+    todo = follow.pending(the_lake, DAILY_CONSUMER, silver_sources(context.assets_def))
+    dates: set[str] | None = set(todo.dates)
+    if context.run.tags.get(TRIGGER_TAG) != SILVER_CHANGES:
+        dates |= set(context.partition_keys)
+    if todo.whole:
+        dates = None  # a change without dates: every date
+    if dates is not None and not dates:
+        context.log.info("gold daily marts: silver changed no event date; nothing to rebuild")
+        return
+    context.log.info(
+        "gold daily marts: rebuilding "
+        + ("every date" if dates is None else f"{len(dates)} event date(s)")
+    )
+    yield from build_and_publish(
+        context, dbt, the_lake, sorted(dates) if dates is not None else None
+    )
+    follow.taken_in(the_lake, DAILY_CONSUMER, todo, run_id=context.run.run_id)
 
 
 @dbt_assets(
@@ -184,4 +217,50 @@ def gold_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
 ) -> Iterator[Any]:
     """The unpartitioned marts, rebuilt whole."""
-    yield from build_and_publish(context, dbt, lake.lake())
+    the_lake = lake.lake()
+    todo = follow.pending(the_lake, WHOLE_CONSUMER, silver_sources(context.assets_def))
+    yield from build_and_publish(context, dbt, the_lake)
+    follow.taken_in(the_lake, WHOLE_CONSUMER, todo, run_id=context.run.run_id)
+
+
+@dataclass(frozen=True)
+class GoldRun:
+    """A gold run silver's pending changes call for."""
+
+    assets_def: dg.AssetsDefinition
+    tags: dict[str, str]
+    run_key: str
+
+
+def pending_gold_runs(lake: Lake) -> list[GoldRun]:
+    """The gold runs that would take in silver's changes not yet built: none when nothing changed."""
+    runs = []
+    daily = follow.pending(lake, DAILY_CONSUMER, silver_sources(gold_daily_marts))
+    if not daily.empty:
+        keys = daily_partitions.get_partition_keys()
+        if daily.whole or not daily.dates:
+            first, last = keys[0], keys[-1]
+        else:
+            inside = [d for d in sorted(daily.dates) if keys[0] <= d <= keys[-1]]
+            first, last = (inside[0], inside[-1]) if inside else (keys[-1], keys[-1])
+        runs.append(
+            GoldRun(
+                gold_daily_marts,
+                {
+                    TRIGGER_TAG: SILVER_CHANGES,
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                },
+                f"{DAILY_CONSUMER}:{json.dumps(daily.versions, sort_keys=True)}",
+            )
+        )
+    whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
+    if not whole.empty:
+        runs.append(
+            GoldRun(
+                gold_marts,
+                {TRIGGER_TAG: SILVER_CHANGES},
+                f"{WHOLE_CONSUMER}:{json.dumps(whole.versions, sort_keys=True)}",
+            )
+        )
+    return runs

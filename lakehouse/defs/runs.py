@@ -1,11 +1,13 @@
 """Materialize the whole graph for every landed date, the way `make demo` and the tests do.
 
-Two runs through the same definitions the UI loads: one single-run backfill of the partitioned
-chain (bronze, silver) over the landed date range, then the gold marts whose upstream blocking
-checks passed in the first run.
+Runs through the same definitions the UI loads: one single-run backfill of the partitioned chain
+(bronze, silver) over the landed date range; again for any silver asset Dagster skipped because a
+source it references held back a date in that run; then the gold runs that silver's changes call
+for (`pending_gold_runs`), the same ones the gold sensor starts under the daemon. Nothing
+changed, nothing runs.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -13,6 +15,8 @@ import dagster as dg
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
+from lakehouse.defs.gold import pending_gold_runs
+from lakehouse.defs.sources import REPROCESS_TAG
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -31,15 +35,19 @@ def materialize_range(
     *,
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any],
+    selection: Sequence[dg.AssetKey] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One run of the partitioned `assets` over the dates `first`..`last` (a single-run backfill)."""
     return dg.materialize(
         assets,
+        selection=list(selection) if selection is not None else None,
         resources=resources,
         instance=instance,
         raise_on_error=False,
         run_config=QUIET,
         tags={
+            **(tags or {}),
             "dagster/asset_partition_range_start": first,
             "dagster/asset_partition_range_end": last,
         },
@@ -53,35 +61,65 @@ def materialize_landed(
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any] | None = None,
     dates: list[str] | None = None,
+    reprocess: Sequence[str] = (),
 ) -> list[dg.ExecuteInProcessResult]:
-    """Run bronze + silver over `dates` (default: every landed date) as one run, then gold."""
+    """Run bronze + silver over `dates` (default: every landed date) as one run, then gold.
+
+    `reprocess` names sources to load again even where nothing changed (`*`: every source).
+    """
     dates = dates if dates is not None else landed_dates(lake)
     if not dates:
         return []
     resources = resources or defs.resources
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     partitioned = [a for a in assets if a.partitions_def is not None]
-    unpartitioned = [a for a in assets if a.partitions_def is None]
-    chain = materialize_range(
-        partitioned, dates[0], dates[-1], instance=instance, resources=resources
-    )
-    # As under automation (all_deps_blocking_checks_passed): a mart downstream of a failed
-    # blocking check does not run.
-    failed = [
-        e.asset_key for e in chain.get_asset_check_evaluations() if not e.passed and e.blocking
+    tags = {REPROCESS_TAG: ",".join(reprocess)} if reprocess else {}
+    results = [
+        materialize_range(
+            partitioned, dates[0], dates[-1], instance=instance, resources=resources, tags=tags
+        )
     ]
-    marts = [key for a in unpartitioned for key in a.keys]
-    selection = dg.AssetSelection.assets(*marts)
-    if failed:
-        selection = selection - dg.AssetSelection.assets(*failed).downstream()
-    if not selection.resolve([*unpartitioned, *partitioned]):
-        return [chain]
-    gold = dg.materialize(
-        [*unpartitioned, *partitioned],
-        selection=selection,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-        run_config=QUIET,
-    )
-    return [chain, gold]
+    # A silver step whose referenced source held a date back in the same run is skipped by
+    # Dagster (no output): run it again now that the referenced table is published.
+    for _ in range(len(partitioned)):
+        skipped = _skipped_assets(results[-1], partitioned)
+        if not skipped:
+            break
+        results.append(
+            materialize_range(
+                partitioned,
+                dates[0],
+                dates[-1],
+                instance=instance,
+                resources=resources,
+                selection=skipped,
+                tags=tags,
+            )
+        )
+    for run in pending_gold_runs(lake):
+        results.append(
+            dg.materialize(
+                assets,
+                selection=list(run.assets_def.keys),
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+                run_config=QUIET,
+                tags=run.tags,
+            )
+        )
+    return results
+
+
+def _skipped_assets(
+    result: dg.ExecuteInProcessResult, assets: Sequence[dg.AssetsDefinition]
+) -> list[dg.AssetKey]:
+    """The silver assets whose steps Dagster skipped in `result`."""
+    skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    return [
+        key
+        for a in assets
+        if a.node_def.name in skipped
+        for key in a.keys
+        if key.path[0] == "silver"
+    ]

@@ -4,7 +4,8 @@ One sensor covers every contracted source, on local disk or S3. Its cursor is th
 files seen (`lakehouse.core.arrivals`); each tick requests one run per stretch of consecutive
 landing dates with arrivals, for the bronze assets of the sources touched (a single date is a
 partition, a stretch is a single-run partition range). Run keys come from the files' identities,
-so the same delivery never runs twice. Silver and gold follow through automation.
+so the same delivery never runs twice. Silver follows through automation; gold follows silver's
+changed event dates through the gold sensor below.
 """
 
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from lakehouse.core.arrivals import Ledger, Load, scan
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
+from lakehouse.defs.gold import gold_daily_marts, gold_marts, pending_gold_runs
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sources import bronze_key
 
@@ -97,3 +99,30 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         )
 
     return landing_sensor
+
+
+GOLD_TICK_SECONDS = 15
+
+
+@dg.sensor(
+    name="gold_sensor",
+    description="Starts the gold runs that silver's changes call for: the daily marts for exactly "
+    "the event dates silver changed, the whole marts when one of their sources changed.",
+    minimum_interval_seconds=GOLD_TICK_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=[*gold_daily_marts.keys, *gold_marts.keys],
+)
+def gold_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+    """One request per pending gold run; the run key names the silver versions it takes in, so
+    the same changes never start two runs."""
+    runs = pending_gold_runs(lake.lake())
+    if runs:
+        context.log.info(f"{len(runs)} gold run(s) for silver's changes")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=run.run_key, asset_selection=list(run.assets_def.keys), tags=run.tags
+            )
+            for run in runs
+        ]
+    )

@@ -4,21 +4,18 @@ No per-source Python: every source gets the same three assets, named `[layer, so
 the contract's description, owner and column docs, so the Dagster UI doubles as the catalog.
 """
 
+from collections.abc import Iterator
+from typing import Any
+
 import dagster as dg
 
 from lakehouse.core import delta
 from lakehouse.core.bronze import LINEAGE_COLUMNS, load_bronze
+from lakehouse.core.checks import BLOCKING_CHECKS, SILVER_CHECKS, PartitionAudit
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
-from lakehouse.core.silver import (
-    BLOCKING_CHECKS,
-    EVENT_DATE,
-    RESCUED,
-    SILVER_CHECKS,
-    SILVER_LINEAGE,
-    SilverResult,
-    load_silver,
-)
+from lakehouse.core.publish import EVENT_DATE
+from lakehouse.core.silver import RESCUED, SILVER_LINEAGE, SilverResult, load_silver
 from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
@@ -33,10 +30,19 @@ _CHECK_DESCRIPTIONS = {
     "quarantine_ratio": "Blocks a landing date whose quarantined share exceeds the contract's limit.",
     "schema_drift": "Blocks a landing date with a file missing a required column, or with unknown "
     "columns under `schema_drift: freeze`.",
-    "primary_key_unique": "Published rows hold one row per primary key.",
+    "primary_key_unique": "Silver holds one row per primary key among the rows a run touched.",
+    "silver_matches_bronze": "The keys silver holds from a landing date are exactly the keys its "
+    "valid bronze rows win (silver is a function of bronze).",
     "reconciliation": "Landed rows (ingest ledger) = bronze = accepted + quarantined + duplicates "
-    "+ held, per landing date.",
+    "+ superseded + held, per landing date.",
 }
+REPROCESS_TAG = "lakehouse/reprocess"
+"""Run tag: a comma-separated list of sources (or `*`) to load again even where nothing changed."""
+
+
+def reprocess_requested(context: dg.AssetExecutionContext, source: str) -> bool:
+    wanted = context.run.tags.get(REPROCESS_TAG, "")
+    return source in wanted.split(",") or wanted == "*"
 
 
 def landing_key(source: str) -> dg.AssetKey:
@@ -135,13 +141,20 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         the_lake = lake.lake()
         dates = context.partition_keys
         context.log.info(f"bronze {contract.name}: loading {len(dates)} landing date(s)")
-        result = load_bronze(the_lake, contract, dates, run_id=context.run_id)
+        result = load_bronze(
+            the_lake,
+            contract,
+            dates,
+            run_id=context.run.run_id,
+            reprocess=reprocess_requested(context, contract.name),
+        )
         for rejected in result.files_rejected:
             context.log.warning(f"rejected landing file {rejected['path']}: {rejected['reason']}")
         return dg.MaterializeResult(
             metadata={
                 **_table_metadata(the_lake, the_lake.table_uri("bronze", contract.name)),
                 "files_loaded": len(result.files_loaded),
+                "files_unchanged": result.files_unchanged,
                 "files_rejected": len(result.files_rejected),
                 "rows_loaded": result.rows,
             }
@@ -196,37 +209,105 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 asset=key,
                 blocking=name in BLOCKING_CHECKS,
                 description=_CHECK_DESCRIPTIONS[name],
+                partitions_def=daily_partitions,
             )
             for name in SILVER_CHECKS
         ],
         automation_condition=follows_upstream(),
         pool=f"delta_silver_{contract.name}",
+        # A blocked landing date is not materialized: the step reports the published dates itself.
+        output_required=False,
     )
-    def _silver(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _silver(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         the_lake = lake.lake()
         dates = context.partition_keys
-        result = load_silver(the_lake, contract, dates, run_id=context.run_id)
-        if result.blocked_dates:
-            context.log.error(
-                f"silver {contract.name}: blocked landing dates "
-                f"{', '.join(result.blocked_dates)}: nothing of them was published"
-            )
-        return dg.MaterializeResult(
-            metadata={
-                **_table_metadata(the_lake, the_lake.table_uri("silver", contract.name)),
-                "rows_accepted": result.total("accepted"),
-                "rows_quarantined": result.total("quarantined"),
-                "rows_duplicate": result.total("duplicates"),
-                "rows_held": result.total("held"),
-                "blocked_partitions": result.blocked_dates,
-            },
-            check_results=[_check_result(name, result) for name in SILVER_CHECKS],
+        result = load_silver(
+            the_lake,
+            contract,
+            dates,
+            run_id=context.run.run_id,
+            reprocess=reprocess_requested(context, contract.name),
         )
+        for date in result.blocked_dates + result.held_dates:
+            audit = result.partitions[date]
+            context.log.error(
+                f"silver {contract.name}: landing date {date}: {audit.held} row(s) held: "
+                f"{audit.hold_reason}"
+            )
+        table = _table_metadata(the_lake, the_lake.table_uri("silver", contract.name))
+        table["changed_event_dates"] = len(result.changes)
+        blocked = set(result.blocked_dates)
+        if not blocked:
+            for date in dates:
+                context.add_asset_metadata(
+                    _partition_metadata(result.partitions[date]), partition_key=date
+                )
+            yield dg.MaterializeResult(metadata=table)
+        else:
+            for date in dates:
+                if date not in blocked:
+                    context.log_event(
+                        dg.AssetMaterialization(
+                            asset_key=key,
+                            partition=date,
+                            metadata={**table, **_partition_metadata(result.partitions[date])},
+                        )
+                    )
+        yield from _check_results(context, key, result)
 
     return _silver
 
 
-def _check_result(name: str, result: SilverResult) -> dg.AssetCheckResult:
+def _partition_metadata(audit: PartitionAudit) -> dict[str, Any]:
+    """The date's own figures (not the run's totals), for the partition page and its plots."""
+    return {
+        "rows_accepted": audit.accepted,
+        "rows_quarantined": audit.quarantined,
+        "rows_duplicate": audit.duplicates,
+        "rows_superseded": audit.superseded,
+        "rows_held": audit.held,
+        "status": audit.status,
+        "evaluated": not audit.unchanged,
+        **({"held_because": audit.hold_reason} if audit.hold_reason else {}),
+    }
+
+
+def _check_results(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, result: SilverResult
+) -> Iterator[dg.AssetCheckResult]:
+    """Check results per landing date.
+
+    A one-date run yields that date's results (a failed blocking check fails the step). A range
+    run logs one evaluation per evaluated date and yields a run summary per check at WARN
+    severity: the dates decide for themselves, and one blocked date must not stop the others.
+    """
+    if not context.has_partition_key:
+        for date, audit in result.evaluated.items():
+            for outcome in audit.checks:
+                context.log_event(
+                    dg.AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name=outcome.check,
+                        passed=outcome.passed,
+                        partition=date,
+                        blocking=outcome.blocking,
+                        severity=_severity(outcome.check),
+                        metadata={
+                            "rows_checked": outcome.rows_checked,
+                            "rows_failed": outcome.rows_failed,
+                            "detail": outcome.detail,
+                        },
+                    )
+                )
+    for name in SILVER_CHECKS:
+        yield _check_result(name, result, summary=not context.has_partition_key)
+
+
+def _severity(name: str) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if name in BLOCKING_CHECKS else dg.AssetCheckSeverity.WARN
+
+
+def _check_result(name: str, result: SilverResult, *, summary: bool) -> dg.AssetCheckResult:
     outcomes = result.outcomes(name)
     failed = [o for o in outcomes if not o.passed]
     checked = sum(o.rows_checked for o in outcomes)
@@ -236,6 +317,7 @@ def _check_result(name: str, result: SilverResult) -> dg.AssetCheckResult:
         "rows_failed": failed_rows,
         "failure_rate": failed_rows / checked if checked else 0.0,
         "partitions_checked": len(outcomes),
+        "partitions_unchanged": len(result.partitions) - len(result.evaluated),
         "partitions_failed": [o.partition for o in failed],
         "rule": _CHECK_DESCRIPTIONS[name],
     }
@@ -243,10 +325,12 @@ def _check_result(name: str, result: SilverResult) -> dg.AssetCheckResult:
         metadata["detail"] = "; ".join(f"{o.partition}: {o.detail}" for o in failed[:10])
     if result.samples.get(name):
         metadata["sample"] = dg.MetadataValue.json(result.samples[name])
-    blocking = name in BLOCKING_CHECKS
     return dg.AssetCheckResult(
         check_name=name,
         passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.WARN if summary else _severity(name),
         metadata=metadata,
+        description="summary of the run's landing dates; each date has its own evaluation"
+        if summary
+        else None,
     )
