@@ -20,14 +20,14 @@ import pytest
 
 from lakehouse.core import system
 from lakehouse.core.bronze import load_bronze
-from lakehouse.core.contract import load_contracts
-from lakehouse.core.lake import Lake
-from lakehouse.core.silver import (
+from lakehouse.core.checks import (
     CHECK_QUARANTINE_RATIO,
     CHECK_SCHEMA_DRIFT,
     CHECK_VOLUME,
-    load_silver,
 )
+from lakehouse.core.contract import load_contracts
+from lakehouse.core.lake import Lake
+from lakehouse.core.silver import load_silver
 from lakehouse_tests.conftest import preserved_environ, resources_for
 from lakehouse_tests.small_lake import (
     GOOD,

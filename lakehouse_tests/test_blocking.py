@@ -62,7 +62,13 @@ def blocked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     deliver(root, "orders", DAY2, "orders.csv", orders_file(DAY2, *bad))
     deliver(root, "customers", DAY2, "customers.csv", text(["id,name", "c3,Grace Hopper"]))
     second = run_day(lake, instance, DAY2)
-    return {"lake": lake, "first": first, "second": second, "before": before}
+    return {
+        "lake": lake,
+        "first": first,
+        "second": second,
+        "before": before,
+        "instance": instance,
+    }
 
 
 def test_silver_keeps_its_delta_version(blocked: dict) -> None:
@@ -113,14 +119,13 @@ def test_gold_does_not_run_from_the_blocked_batch(blocked: dict) -> None:
     lake, second = blocked["lake"], blocked["second"]
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
     assert not {k for k in materialized if k.startswith("gold/")}
-    # The step reports what it did (nothing published), then its blocking check fails it.
-    orders = next(
-        e
-        for e in second.get_asset_materialization_events()
-        if e.asset_key.to_user_string() == "silver/orders"
+    # The blocked partition is not materialized: its blocking check fails the step.
+    assert "silver/orders" not in materialized
+    assert DAY2 not in blocked["instance"].get_materialized_partitions(
+        dg.AssetKey(["silver", "orders"])
     )
-    assert orders.materialization.metadata["blocked_partitions"].value == [DAY2]
-    assert orders.materialization.metadata["rows_held"].value == GOOD
+    state = system.latest_states(lake, "silver", "orders", [DAY2])[DAY2]
+    assert state["status"] == "blocked" and state["held"] == GOOD
     assert version(lake, "gold", "orders") == blocked["before"][("gold", "orders")]
     first_gold = {
         e.asset_key.to_user_string() for e in blocked["first"].get_asset_materialization_events()

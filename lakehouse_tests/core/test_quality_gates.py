@@ -9,14 +9,14 @@ import pytest
 
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import load_bronze
+from lakehouse.core.checks import (
+    CHECK_SCHEMA_DRIFT,
+    CHECK_VOLUME,
+)
 from lakehouse.core.contract import load_contracts, parse_contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.readers import PARSE_ERROR, RAW_LINE
-from lakehouse.core.silver import (
-    CHECK_SCHEMA_DRIFT,
-    CHECK_VOLUME,
-    load_silver,
-)
+from lakehouse.core.silver import load_silver
 from lakehouse.core.validation import ERRORS, RULES, split_rows
 from lakehouse_tests.small_lake import deliver, text
 

@@ -1,4 +1,5 @@
-"""Automation: a bronze update, even for an old date, pulls silver and gold after it."""
+"""Automation: a bronze update, even for an old date, pulls silver after it; the gold sensor then
+requests gold for exactly the event dates silver changed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ import pytest
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse.core.seed import seed
+from lakehouse.core.seed import redeliver, seed
 from lakehouse.definitions import defs
+from lakehouse.defs.gold import SILVER_CHANGES, TRIGGER_TAG
+from lakehouse.defs.sensors import gold_sensor
 from lakehouse.defs.sources import bronze_asset
 from lakehouse_tests.conftest import materialize_all, resources_for
 
 pytestmark = pytest.mark.slow
+
+
+def gold_requests(lake: Lake, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    context = dg.build_sensor_context(instance=instance, resources=resources_for(lake))
+    return list(gold_sensor(context).run_requests or [])
 
 
 def test_old_bronze_partition_update_requests_silver_then_gold(
@@ -22,18 +30,23 @@ def test_old_bronze_partition_update_requests_silver_then_gold(
 ) -> None:
     lake = Lake(str(tmp_path))
     seeded = seed(lake, days=3, raw_dir=jaffle_raw)
-    days = [str(seeded.first_day)]  # not the latest landing date
+    first = str(seeded.first_day)
+    second = str(seeded.first_day.replace(day=seeded.first_day.day + 1))
     instance = dg.DagsterInstance.ephemeral()
     assert all(r.success for r in materialize_all(lake, instance))
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=settled.cursor)
     assert settled.total_requested == 0
+    assert gold_requests(lake, instance) == []
 
-    # a late reload of the first (not the latest) landing date of orders
+    # a corrected redelivery of the second (not the latest) landing date of orders; one of its
+    # orders moves to the first day
+    fix = redeliver(lake, second)
+    assert fix.moved_to.isoformat() == first
     orders = next(c for c in load_contracts() if c.name == "orders")
     done = dg.materialize(
         [bronze_asset(orders)],
-        partition_key=days[0],
+        partition_key=second,
         resources=resources_for(lake),
         instance=instance,
     )
@@ -44,32 +57,42 @@ def test_old_bronze_partition_update_requests_silver_then_gold(
         for key in (
             dg.AssetKey(["silver", "orders"]),
             dg.AssetKey(["silver", "items"]),  # checks its references against silver orders
-            dg.AssetKey(["gold", "daily_store_revenue"]),
         )
     }
-    assert requested == {
-        "silver/orders": days,
-        "silver/items": days,
-        "gold/daily_store_revenue": days,
-    }
-    # unpartitioned marts cannot share a run with daily partitions: they follow on the next tick
-    assert result.get_num_requested(dg.AssetKey(["gold", "orders"])) == 0
+    assert requested == {"silver/orders": [second], "silver/items": [second]}
+    # gold has no automation condition: it follows silver's changes, not landing dates
+    assert result.get_num_requested(dg.AssetKey(["gold", "daily_store_revenue"])) == 0
     assert result.get_num_requested(dg.AssetKey(["silver", "products"])) == 0
     chain = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def]
     done = dg.materialize(
         chain,
-        selection=[
-            dg.AssetKey(["silver", "orders"]),
-            dg.AssetKey(["silver", "items"]),
-            dg.AssetKey(["gold", "daily_store_revenue"]),
-        ],
-        partition_key=days[0],
+        selection=[dg.AssetKey(["silver", "orders"]), dg.AssetKey(["silver", "items"])],
+        partition_key=second,
         resources=resources_for(lake),
         instance=instance,
     )
     assert done.success
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.get_num_requested(dg.AssetKey(["gold", "orders"])) == 1
-    assert result.get_num_requested(dg.AssetKey(["gold", "customers"])) == 1
-    assert result.get_num_requested(dg.AssetKey(["silver", "orders"])) == 0
-    assert result.total_requested == 2
+
+    # the gold sensor asks for the daily marts over the event dates silver changed (the moved
+    # order's old and new day), and for the whole marts
+    requests = gold_requests(lake, instance)
+    daily = next(
+        r for r in requests if dg.AssetKey(["gold", "daily_store_revenue"]) in r.asset_selection
+    )
+    assert daily.tags[TRIGGER_TAG] == SILVER_CHANGES
+    assert daily.tags["dagster/asset_partition_range_start"] == first
+    assert daily.tags["dagster/asset_partition_range_end"] == second
+    whole = next(r for r in requests if dg.AssetKey(["gold", "orders"]) in r.asset_selection)
+    assert len(requests) == 2
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    for request in (daily, whole):
+        run = dg.materialize(
+            assets,
+            selection=request.asset_selection,
+            resources=resources_for(lake),
+            instance=instance,
+            tags=request.tags,
+        )
+        assert run.success
+    # taken in: nothing more to request, and the same run keys would not run twice
+    assert gold_requests(lake, instance) == []
