@@ -68,7 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="share of event rows (orders, items, tweets) to spoil with realistic defects, "
         "e.g. 0.01 (default 0)",
     )
-    sub.add_parser("materialize", help="materialize every asset for every landed partition")
+    mat_p = sub.add_parser(
+        "materialize",
+        help="bronze + silver for every landed date, then the gold that silver's changes call for",
+    )
+    mat_p.add_argument(
+        "--reprocess",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="load SOURCE again even where nothing changed (repeatable; `all` for every source)",
+    )
     replay_p = sub.add_parser(
         "replay-quarantine",
         help="after a contract fix: re-validate a source's quarantined rows, promote those that pass",
@@ -92,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _late(lake, args.late)
             return _seed(lake, 21 if args.days is None else args.days, args.fresh, args.defects)
         if args.command == "materialize":
-            return _materialize(lake)
+            return _materialize(lake, args.reprocess)
         if args.command == "replay-quarantine":
             return _replay(lake, args.source)
         print(summary_table(lake))
@@ -169,7 +179,7 @@ def _replay(lake: Lake, source: str) -> int:
     return 0
 
 
-def _materialize(lake: Lake) -> int:
+def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
     import dagster as dg
 
     from lakehouse.definitions import defs
@@ -179,6 +189,12 @@ def _materialize(lake: Lake) -> int:
     if not dates:
         print(f"Nothing has landed under {lake.landing_root}; run `lakehouse seed` first.")
         return 1
+    known = {c.name for c in load_contracts()}
+    unknown = [s for s in reprocess if s != "all" and s not in known]
+    if unknown:
+        print(f"error: no contract for source(s) `{'`, `'.join(unknown)}`", file=sys.stderr)
+        return 2
+    sources = ["*"] if "all" in reprocess else list(reprocess)
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
@@ -194,15 +210,39 @@ def _materialize(lake: Lake) -> int:
         dates[-1],
     )
     started = time.monotonic()
-    results = materialize_landed(defs, lake, instance=instance, dates=dates)
+    results = materialize_landed(defs, lake, instance=instance, dates=dates, reprocess=sources)
     elapsed = time.monotonic() - started
     print(summary_table(lake))
     print(checks_table(results))
+    held = held_table(lake)
+    if held:
+        print(held)
     ok = all(r.success for r in results)
-    print(
-        f"\nMaterialized in {elapsed:.1f}s: {'all runs succeeded' if ok else 'SOME STEPS FAILED'}"
-    )
-    return 0 if ok else 1
+    if not results:
+        verdict = "nothing to do"
+    elif ok and not held:
+        verdict = "all runs succeeded"
+    elif ok:
+        verdict = "published what it could; some landing dates are HELD (above)"
+    else:
+        verdict = "SOME STEPS FAILED"
+    print(f"\nMaterialized in {elapsed:.1f}s: {verdict}")
+    return 0 if ok and not held else 1
+
+
+def held_table(lake: Lake) -> str:
+    """Landing dates whose rows are held back, and why; empty when none are."""
+    from lakehouse.core import system
+
+    held = system.held_partitions(lake)
+    if held.is_empty():
+        return ""
+    lines = ["", "held back (their rows wait in bronze; fix and materialize again):"]
+    for source, date, status, rows, detail in held.select(
+        "source", "landing_date", "status", "held", "detail"
+    ).iter_rows():
+        lines.append(f"  {source} {date}: {status}, {rows} row(s): {detail}")
+    return "\n".join(lines)
 
 
 def table_rows(lake: Lake, layer: str, table: str) -> int | None:

@@ -46,6 +46,8 @@ CHANGES_KEY = "lakehouse.changes"
 """Commit metadata of a silver publish: JSON `{event_date: [inserted, updated, deleted]}`."""
 WHOLE_TABLE = "*"
 """The change key of a table without event dates."""
+CREATE_STEP = "silver create"
+"""The `step` of the commit that creates silver empty: it changes no date."""
 _OP = "__op"
 _TARGET = "__target_date"
 _TAG = "__candidate"
@@ -183,48 +185,42 @@ def publish(
     result.changes = plan.changes
     metadata = {CHANGES_KEY: json.dumps(plan.changes, sort_keys=True)}
     uri = lake.table_uri("silver", contract.name)
-    table = delta.open_table(lake, uri)
     data_columns = [c for c in plan.source.columns if c not in (_OP, _TARGET)]
-    if table is None:
-        inserts = plan.source.filter(pl.col(_OP) == "upsert").select(data_columns)
-        delta.merge(
+    schema = plan.source.select(data_columns).to_arrow().schema
+    if delta.open_table(lake, uri) is None:
+        # Created empty first (safe to race), so the first publish is a MERGE like any other.
+        delta.create_table(
             lake,
             uri,
-            inserts,
-            predicate=" AND ".join(f"t.{k} = s.{k}" for k in keys),
+            schema,
             partition_by=[EVENT_DATE] if contract.event_time else None,
-            evolve_schema=True,
-            step=step,
+            step=CREATE_STEP,
             run_id=run_id,
-            **metadata,
         )
-    else:
-        delta.add_columns(
-            lake, uri, plan.source.select(data_columns).to_arrow().schema, run_id=run_id
+    delta.add_columns(lake, uri, schema, run_id=run_id)
+    table = delta.open_table(lake, uri)
+    assert table is not None
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    if contract.event_time:
+        targets = plan.source.get_column(_TARGET).drop_nulls().unique().sort().to_list()
+        predicate = (
+            f"{delta.in_predicate('t.' + EVENT_DATE, targets)} "
+            f"AND t.{EVENT_DATE} = s.{_TARGET} AND {predicate}"
         )
-        table = delta.open_table(lake, uri)
-        assert table is not None
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        if contract.event_time:
-            targets = plan.source.get_column(_TARGET).drop_nulls().unique().sort().to_list()
-            predicate = (
-                f"{delta.in_predicate('t.' + EVENT_DATE, targets)} "
-                f"AND t.{EVENT_DATE} = s.{_TARGET} AND {predicate}"
-            )
-        columns = {c: f"s.{c}" for c in data_columns}
-        (
-            table.merge(
-                plan.source.to_arrow(),
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=delta.commit_properties(step=step, run_id=run_id, **metadata),
-            )
-            .when_matched_delete(predicate=f"s.{_OP} = 'delete'")
-            .when_matched_update(updates=columns, predicate=f"s.{_OP} = 'upsert'")
-            .when_not_matched_insert(updates=columns, predicate=f"s.{_OP} = 'upsert'")
-            .execute()
+    columns = {c: f"s.{c}" for c in data_columns}
+    (
+        table.merge(
+            plan.source.to_arrow(),
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            commit_properties=delta.commit_properties(step=step, run_id=run_id, **metadata),
         )
+        .when_matched_delete(predicate=f"s.{_OP} = 'delete'")
+        .when_matched_update(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+        .when_not_matched_insert(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+        .execute()
+    )
     result.version = delta.table_version(lake, uri)
     result.keys = current_state(lake, contract, plan.affected_keys, dates)
     log.info(
@@ -391,9 +387,12 @@ def changes_since(
         if version is not None and v is not None and v <= version:
             continue
         recorded = commit.get(CHANGES_KEY)
+        if recorded is None and commit.get("step") == CREATE_STEP:
+            continue
         if recorded is None:
             operation = str(commit.get("operation", ""))
             if operation not in (
+                "CREATE TABLE",
                 "OPTIMIZE",
                 "ADD COLUMN",
                 "VACUUM START",

@@ -26,6 +26,7 @@ import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     dbt_assets,
 )
@@ -141,7 +142,14 @@ def build_and_publish(
     lake: Lake,
     dates: Sequence[str] | None = None,
 ) -> Iterator[Any]:
-    """`dbt build` the selected marts, then publish each as Delta (only `dates` if given)."""
+    """`dbt build` the selected marts, then publish each as Delta (only `dates` if given).
+
+    Every dbt test of a mart built here is recorded as an evaluation of its asset check, also
+    when the run's check selection left that check out (an automation run can select a mart
+    with other assets' checks only): dbt runs the tests of its models anyway (`cautious` below
+    overrides dagster-dbt's `empty` indirect selection), and dagster-dbt would log such a
+    result as an AssetObservation, leaving the check "Not Evaluated".
+    """
     Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     # One target folder (not dagster-dbt's per-invocation one) keeps dbt's partial parse warm;
     # warehouse writers run one at a time (pool `duckdb_warehouse`), so they never share it.
@@ -151,7 +159,7 @@ def build_and_publish(
         invocation = dbt.cli(
             ["build", "--indirect-selection", "cautious"], context=context, target_path=RUN_TARGET
         )
-    events = list(invocation.stream())
+    events = list(_check_evaluations_for_tests(context, invocation))
     # The DuckDB file is free only once dbt has exited: publish after the build, then report.
     keys = context.assets_def.keys_by_output_name
     marts = [keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)]
@@ -166,6 +174,35 @@ def build_and_publish(
             )
         else:
             yield event
+
+
+def _check_evaluations_for_tests(
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+) -> Iterator[Any]:
+    """The invocation's Dagster events, with a test of a mart built in this step that
+    dagster-dbt logs as an AssetObservation (its check not selected) as that check's evaluation."""
+    checks = context.assets_def.check_keys
+    built = context.selected_asset_keys
+    for raw in invocation.stream_raw_events():
+        options = {
+            "manifest": invocation.manifest,
+            "dagster_dbt_translator": invocation.dagster_dbt_translator,
+            "target_path": invocation.target_path,
+            "project": invocation.project,
+        }
+        events = list(raw.to_default_asset_events(context=context, **options))
+        if events and all(isinstance(e, dg.AssetObservation) for e in events):
+            # without a context dagster-dbt reports a test as an AssetCheckEvaluation
+            evaluations = [
+                e
+                for e in raw.to_default_asset_events(context=None, **options)
+                if isinstance(e, dg.AssetCheckEvaluation)
+                and e.asset_check_key in checks
+                and e.asset_key in built
+            ]
+            if evaluations:
+                events = evaluations
+        yield from events
 
 
 def silver_sources(assets_def: dg.AssetsDefinition) -> list[str]:

@@ -72,7 +72,12 @@ def materialize_landed(
         return []
     resources = resources or defs.resources
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    partitioned = [a for a in assets if a.partitions_def is not None]
+    # The chain: bronze and silver. Gold follows silver's changes in runs of its own.
+    partitioned = [
+        a
+        for a in assets
+        if a.partitions_def is not None and all(k.path[0] in ("bronze", "silver") for k in a.keys)
+    ]
     tags = {REPROCESS_TAG: ",".join(reprocess)} if reprocess else {}
     results = [
         materialize_range(
