@@ -181,7 +181,8 @@ def _check_evaluations_for_tests(
 ) -> Iterator[Any]:
     """The invocation's Dagster events, with a test of a mart built in this step that
     dagster-dbt logs as an AssetObservation (its check not selected) as that check's evaluation."""
-    checks = context.assets_def.check_keys
+    # every check the definition has (`check_keys` holds only the selected ones)
+    checks = {spec.key for spec in context.assets_def.node_check_specs_by_output_name.values()}
     built = context.selected_asset_keys
     for raw in invocation.stream_raw_events():
         options = {
