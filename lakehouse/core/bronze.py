@@ -95,6 +95,15 @@ def _unchanged(
     return same
 
 
+def files_to_load(
+    lake: Lake, contract: Contract, landing_dates: Sequence[str]
+) -> list[LandingFile]:
+    """The landed files of `landing_dates` that `load_bronze` would read now."""
+    files = list_landing_files(lake, contract.name, landing_dates)
+    unchanged = _unchanged(lake, contract, files, landing_dates) if files else set()
+    return [f for f in files if f.relative_path not in unchanged]
+
+
 @delta.reusing_tables()
 def load_bronze(
     lake: Lake,

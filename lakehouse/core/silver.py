@@ -152,24 +152,10 @@ def load_silver(
     """
     result = SilverResult()
     dates = sorted(set(landing_dates))
-    counts = _bronze_counts(lake, contract)
-    ledger = system.latest_ledger(lake, contract.name, dates)
-    fingerprints = _fingerprints(contract, ledger, dates)
-    previous = system.latest_states(lake, "silver", contract.name, dates)
-    todo = []
-    for date in dates:
-        before = previous.get(date)
-        if not counts.get(date) and before is None:
-            result.partitions[date] = PartitionAudit(date, unchanged=True)
-        elif (
-            not reprocess
-            and before is not None
-            and before["fingerprint"] == fingerprints[date]
-            and before["status"] == "published"
-        ):
-            result.partitions[date] = _from_state(date, before)
-        else:
-            todo.append(date)
+    triage = _triage(lake, contract, dates, reprocess=reprocess)
+    counts, ledger, previous = triage.counts, triage.ledger, triage.previous
+    result.partitions.update(triage.skipped)
+    todo = triage.todo
     if todo:
         log.info(
             "silver %s: %d landing date(s) to evaluate, %d unchanged",
@@ -181,8 +167,46 @@ def load_silver(
     blocked_before |= system.blocked_dates(lake, "silver", contract.name) - set(dates)
     for chunk in _chunks(counts, todo):
         _load_chunk(lake, contract, chunk, run_id, result, counts, ledger, blocked_before)
-    _record(lake, contract, result, previous, fingerprints, run_id)
+    _record(lake, contract, result, previous, triage.fingerprints, run_id)
     return result
+
+
+@dataclass
+class _Triage:
+    todo: list[str]
+    skipped: dict[str, PartitionAudit]
+    counts: dict[str, int]
+    ledger: pl.DataFrame
+    fingerprints: dict[str, str]
+    previous: dict[str, dict]
+
+
+def _triage(lake: Lake, contract: Contract, dates: list[str], *, reprocess: bool) -> _Triage:
+    """Which dates to evaluate: those with rows whose inputs or last outcome call for it."""
+    counts = _bronze_counts(lake, contract)
+    ledger = system.latest_ledger(lake, contract.name, dates)
+    fingerprints = _fingerprints(contract, ledger, dates)
+    previous = system.latest_states(lake, "silver", contract.name, dates)
+    todo, skipped = [], {}
+    for date in dates:
+        before = previous.get(date)
+        if not counts.get(date) and before is None:
+            skipped[date] = PartitionAudit(date, unchanged=True)
+        elif (
+            not reprocess
+            and before is not None
+            and before["fingerprint"] == fingerprints[date]
+            and before["status"] == "published"
+        ):
+            skipped[date] = _from_state(date, before)
+        else:
+            todo.append(date)
+    return _Triage(todo, skipped, counts, ledger, fingerprints, previous)
+
+
+def dates_to_evaluate(lake: Lake, contract: Contract, landing_dates: Sequence[str]) -> list[str]:
+    """The landing dates `load_silver` would evaluate now (the others it would skip)."""
+    return _triage(lake, contract, sorted(set(landing_dates)), reprocess=False).todo
 
 
 def _from_state(date: str, state: dict) -> PartitionAudit:

@@ -4,7 +4,7 @@ Runs through the same definitions the UI loads: one single-run backfill of the p
 (bronze, silver) over the landed date range; again for any silver asset Dagster skipped because a
 source it references held back a date in that run; then the gold runs that silver's changes call
 for (`pending_gold_runs`), the same ones the gold sensor starts under the daemon. Nothing
-changed, nothing runs.
+changed, nothing runs: `nothing_to_do` asks the core before any run starts.
 """
 
 from collections.abc import Mapping, Sequence
@@ -12,9 +12,11 @@ from typing import Any
 
 import dagster as dg
 
+from lakehouse.core.bronze import files_to_load
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
+from lakehouse.core.silver import dates_to_evaluate
 from lakehouse.defs.gold import pending_gold_runs
 from lakehouse.defs.sources import REPROCESS_TAG
 
@@ -70,6 +72,8 @@ def materialize_landed(
     dates = dates if dates is not None else landed_dates(lake)
     if not dates:
         return []
+    if not reprocess and nothing_to_do(lake, dates):
+        return []  # a no-op rerun starts no run at all: a Dagster run costs seconds
     resources = resources or defs.resources
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     # The chain: bronze and silver. Gold follows silver's changes in runs of its own.
@@ -114,6 +118,14 @@ def materialize_landed(
             )
         )
     return results
+
+
+def nothing_to_do(lake: Lake, dates: Sequence[str]) -> bool:
+    """No landed file to load, no silver date to evaluate, no gold run pending."""
+    for contract in load_contracts():
+        if files_to_load(lake, contract, dates) or dates_to_evaluate(lake, contract, dates):
+            return False
+    return not pending_gold_runs(lake)
 
 
 def _skipped_assets(
