@@ -18,6 +18,7 @@ from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
 from lakehouse.core.silver import dates_to_evaluate
 from lakehouse.defs.gold import pending_gold_runs
+from lakehouse.defs.recovery import process_tags
 from lakehouse.defs.sources import REPROCESS_TAG
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -49,6 +50,7 @@ def materialize_range(
         raise_on_error=False,
         run_config=QUIET,
         tags={
+            **process_tags(),
             **(tags or {}),
             "dagster/asset_partition_range_start": first,
             "dagster/asset_partition_range_end": last,
@@ -114,7 +116,7 @@ def materialize_landed(
                 instance=instance,
                 raise_on_error=False,
                 run_config=QUIET,
-                tags=run.tags,
+                tags={**process_tags(), **run.tags},
             )
         )
     return results
