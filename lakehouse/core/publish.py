@@ -117,13 +117,25 @@ def _state_columns(contract: Contract, available: Sequence[str]) -> list[str]:
 
 
 def current_state(
-    lake: Lake, contract: Contract, keys: pl.DataFrame, dates: Sequence[str]
+    lake: Lake,
+    contract: Contract,
+    keys: pl.DataFrame,
+    dates: Sequence[str],
+    *,
+    event_dates: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Silver's rows for `keys` (anywhere) and every row silver holds from landing `dates`.
+    """Silver's rows for `keys` and every row silver holds from landing `dates`.
 
-    A key-column scan: only the keys, event date, ordering, lineage and row hash are read.
+    A key-column scan: only the keys, event date, ordering, lineage and row hash are read; of
+    the `event_dates` partitions only when given (else of the whole table, as a key may sit in
+    any partition). Every matching row is returned, duplicates included.
     """
-    frame = delta.scan(lake, lake.table_uri("silver", contract.name))
+    frame = delta.scan(
+        lake,
+        lake.table_uri("silver", contract.name),
+        partition_column=EVENT_DATE if contract.event_time and event_dates is not None else None,
+        partitions=list(event_dates) if event_dates is not None else None,
+    )
     if frame is None:
         return pl.DataFrame()
     names = frame.collect_schema().names()
@@ -132,18 +144,19 @@ def current_state(
     wanted = (
         keys.get_column(first).unique() if not keys.is_empty() else pl.Series([], dtype=pl.String)
     )
+    from_dates = pl.col(LANDING_DATE).is_in(list(dates))
     found = (
-        frame.select(columns)
-        .filter(pl.col(first).is_in(wanted.implode()) | pl.col(LANDING_DATE).is_in(list(dates)))
-        .collect()
+        frame.select(columns).filter(pl.col(first).is_in(wanted.implode()) | from_dates).collect()
     )
     if ROW_HASH not in found.columns:  # a table written before row hashes: every row differs
         found = found.with_columns(pl.lit(None, pl.Int64).alias(ROW_HASH))
     if len(contract.primary_key) > 1 and not keys.is_empty():
         key_cols = list(contract.primary_key)
-        matched = found.join(keys.select(key_cols).unique(), on=key_cols, how="semi")
-        found = pl.concat([matched, found.filter(pl.col(LANDING_DATE).is_in(list(dates)))]).unique(
-            subset=key_cols, keep="first"
+        wanted_keys = keys.select(key_cols).unique().with_columns(pl.lit(True).alias("__wanted"))
+        found = (
+            found.join(wanted_keys, on=key_cols, how="left", maintain_order="left")
+            .filter(pl.col("__wanted").fill_null(False) | from_dates)
+            .drop("__wanted")
         )
     return found
 
@@ -222,7 +235,19 @@ def publish(
         .execute()
     )
     result.version = delta.table_version(lake, uri)
-    result.keys = current_state(lake, contract, plan.affected_keys, dates)
+    # Every change is pinned to the target partitions; unchanged affected keys stay where the
+    # state found them: reading those partitions again is reading every affected row.
+    touched = None
+    if contract.event_time:
+        touched = sorted(
+            set(plan.source.get_column(_TARGET).drop_nulls().to_list())
+            | (
+                set(state.get_column(EVENT_DATE).drop_nulls().to_list())
+                if EVENT_DATE in state.columns
+                else set()
+            )
+        )
+    result.keys = current_state(lake, contract, plan.affected_keys, dates, event_dates=touched)
     log.info(
         "silver %s: version %s: %d inserted, %d updated, %d deleted over %d event date(s)",
         contract.name,
