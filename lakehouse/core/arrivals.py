@@ -18,12 +18,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from lakehouse.core.landing import LandingFile
+from lakehouse.core.landing import LandingFile, is_landing_date
+
+log = logging.getLogger(__name__)
 
 LEDGER_VERSION = 1
 
@@ -125,9 +128,16 @@ def scan(
 
 
 def group_loads(files: Iterable[LandingFile]) -> list[Load]:
-    """Group files into loads of consecutive landing dates (a gap starts a new load)."""
+    """Group files into loads of consecutive landing dates (a gap starts a new load).
+
+    A file whose landing date is no real date (listings skip such folders) is left out with a
+    warning: it cannot be a partition, and it must not stop the other files' loads.
+    """
     by_date: dict[str, list[LandingFile]] = {}
     for file in files:
+        if not is_landing_date(file.landing_date):
+            log.warning("not a landing date, not loaded: %s", file.relative_path)
+            continue
         by_date.setdefault(file.landing_date, []).append(file)
     loads: list[Load] = []
     run: list[str] = []

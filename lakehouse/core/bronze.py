@@ -7,6 +7,7 @@ deleting a landed file never deletes data. Partitioned by `_landing_date`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -28,6 +29,7 @@ from lakehouse.core.readers import (
     READER_COLUMNS,
     ROW_NUMBER,
     LandedGroup,
+    collected,
     landed_groups,
 )
 
@@ -156,6 +158,58 @@ def load_bronze(
     return result
 
 
+def landed_row_counts(lake: Lake, contract: Contract) -> dict[str, int]:
+    """Per landed file of `contract` (relative path): its data rows, as bronze reads them.
+
+    A file whose latest ingest-ledger row is for its current size and version counts that row's
+    `rows` (what bronze read); any other file is read now with bronze's reader, nothing
+    written; a file that reader rejects counts 0.
+    """
+    files = list_landing_files(lake, contract.name)
+    if not files:
+        return {}
+    ledger = system.latest_ledger(lake, contract.name, sorted({f.landing_date for f in files}))
+    known = {
+        row["path"]: row for row in ledger.select("path", "size", "version", "rows").to_dicts()
+    }
+    counts: dict[str, int] = {}
+    unread = []
+    for file in files:
+        row = known.get(file.relative_path)
+        if row is not None and row["size"] == file.size and row["version"] == file.version:
+            counts[file.relative_path] = row["rows"]
+        else:
+            unread.append(file)
+    for batch in _batches(unread):
+        counts.update(_count_rows(lake, contract, batch))
+    return counts
+
+
+def _count_rows(lake: Lake, contract: Contract, files: list[LandingFile]) -> dict[str, int]:
+    counts = {f.relative_path: 0 for f in files}
+    with ExitStack() as stack:
+        fetches = [stack.enter_context(fetched(lake, file)) for file in files]
+        by_path = {str(path): file for file, (path, _) in zip(files, fetches, strict=True)}
+        groups, _ = stack.enter_context(
+            landed_groups(
+                [(path, f.relative_path) for f, (path, _) in zip(files, fetches, strict=True)],
+                contract.format,
+                columns=contract.landed_columns,
+            )
+        )
+        for group in groups:
+            for _, rows in collected(group, _rows_per_file):
+                if isinstance(rows, str):
+                    continue
+                for path, n in rows.iter_rows():
+                    counts[by_path[path].relative_path] = n
+    return counts
+
+
+def _rows_per_file(group: LandedGroup) -> pl.LazyFrame:
+    return group.frame.group_by(FILE_COLUMN).len()
+
+
 def _batches(files: list[LandingFile]) -> list[list[LandingFile]]:
     batches: list[list[LandingFile]] = []
     size = 0
@@ -230,40 +284,62 @@ def _write_group(
 ) -> list[dict]:
     """Parse a group of files in one query and write each as a data file; returns rejections.
 
-    A defect found mid-file fails the whole query: the group is then parsed file by file, so
-    only the defective file is rejected.
+    A defect found mid-file fails the whole query: the group is then parsed file by file, and a
+    file whose fast read fails is parsed record by record (`readers.collected`), so only a file
+    that cannot be read at all is rejected.
     """
+    rejected = []
+    for part, rows in collected(
+        group,
+        functools.partial(_with_lineage, part_of=landed, run_id=run_id, ingested_at=ingested_at),
+    ):
+        if isinstance(rows, str):
+            file, sha256 = landed[str(part.paths[0])]
+            rejected.append(
+                _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=0, reason=rows)
+            )
+            continue
+        _write_rows(lake, uri, part, rows, landed, written, run_id, ingested_at)
+    return rejected
+
+
+def _with_lineage(
+    group: LandedGroup,
+    *,
+    part_of: dict[str, tuple[LandingFile, str]],
+    run_id: str,
+    ingested_at: datetime,
+) -> pl.LazyFrame:
+    """The group's rows with bronze's lineage columns, each file's from its own landing file."""
     paths = [str(path) for path in group.paths]
-    entries = [landed[path] for path in paths]
+    entries = [part_of[path] for path in paths]
     lineage = {
         SOURCE_FILE: [file.relative_path for file, _ in entries],
         SOURCE_SHA256: [sha256 for _, sha256 in entries],
         LANDING_DATE: [file.landing_date for file, _ in entries],
     }
-    try:
-        rows = (
-            group.frame.with_columns(
-                *(
-                    pl.col(FILE_COLUMN)
-                    .replace_strict(paths, values, return_dtype=pl.String)
-                    .alias(name)
-                    for name, values in lineage.items()
-                ),
-                pl.col(ROW_NUMBER).cast(pl.Int64),
-                pl.lit(ingested_at).alias(INGESTED_AT),
-                pl.lit(run_id).alias(RUN_ID),
-            )
-            .drop(FILE_COLUMN)
-            .collect()
-        )
-    except pl.exceptions.PolarsError as exc:
-        if len(paths) == 1:
-            file, sha256 = entries[0]
-            return [_parse_rejection(file, sha256, exc, run_id, ingested_at)]
-        rejected = []
-        for single in group.split():
-            rejected += _write_group(lake, uri, single, landed, written, run_id, ingested_at)
-        return rejected
+    return group.frame.with_columns(
+        *(
+            pl.col(FILE_COLUMN).replace_strict(paths, values, return_dtype=pl.String).alias(name)
+            for name, values in lineage.items()
+        ),
+        pl.col(ROW_NUMBER).cast(pl.Int64),
+        pl.lit(ingested_at).alias(INGESTED_AT),
+        pl.lit(run_id).alias(RUN_ID),
+    ).drop(FILE_COLUMN)
+
+
+def _write_rows(
+    lake: Lake,
+    uri: str,
+    group: LandedGroup,
+    rows: pl.DataFrame,
+    landed: dict[str, tuple[LandingFile, str]],
+    written: _Written,
+    run_id: str,
+    ingested_at: datetime,
+) -> None:
+    entries = [landed[str(path)] for path in group.paths]
     columns = [c for c in group.frame.collect_schema().names() if c not in READER_COLUMNS]
     by_file = _split_by_file(rows)
     parts = []
@@ -284,7 +360,6 @@ def _write_group(
     for name, dtype in rows.schema.items():
         written.schema.setdefault(name, dtype)
     written.actions += delta.write_data_files(lake, uri, parts, stats_columns=STATS_COLUMNS)
-    return []
 
 
 def _split_by_file(rows: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -379,16 +454,6 @@ def _replaced_data(
                 lake, uri, [({LANDING_DATE: date}, kept)], stats_columns=STATS_COLUMNS
             )
     return removes, rewritten
-
-
-def _parse_rejection(
-    file: LandingFile, sha256: str, exc: Exception, run_id: str, ingested_at: datetime
-) -> dict:
-    text = str(exc).strip()
-    reason = text.splitlines()[0] if text else type(exc).__name__
-    return _ledger_row(
-        file, run_id, ingested_at, sha256=sha256, rows=0, reason=f"cannot be parsed: {reason}"
-    )
 
 
 def _ledger_row(

@@ -71,6 +71,9 @@ class PartitionAudit:
     """Rows the ingest ledger recorded for the date's loaded files."""
     bronze_rows: int = 0
     references_failed: int = 0
+    """Rows quarantined for a missing foreign key."""
+    references_warned: int = 0
+    """Valid rows published with a missing warn-only foreign key (`on_missing: warn`)."""
     quarantined: int = 0
     duplicates: int = 0
     """Valid rows superseded by a later version of their key in the same landing date."""
@@ -115,10 +118,12 @@ def batch_rules(
         CheckOutcome(
             CHECK_REFERENCES,
             date,
-            audit.references_failed == 0,
+            audit.references_failed + audit.references_warned == 0,
             rows,
-            audit.references_failed,
-            f"{audit.references_failed} of {rows} rows reference a key missing from silver",
+            audit.references_failed + audit.references_warned,
+            f"{audit.references_failed + audit.references_warned} of {rows} rows reference a key "
+            f"missing from silver ({audit.references_failed} quarantined, "
+            f"{audit.references_warned} kept: on_missing warn)",
         ),
         volume(contract, date, rows, counts),
         CheckOutcome(

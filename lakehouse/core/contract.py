@@ -27,6 +27,9 @@ FORMATS = ("csv", "ndjson", "json", "parquet")
 DRIFT_POLICIES = ("evolve", "rescue", "freeze")
 PII_CLASSES = ("none", "name", "email", "phone", "address", "identifier", "free_text")
 COLUMN_CHECKS = ("ge", "gt", "le", "lt", "isin", "str_matches", "str_length")
+ON_MISSING = ("quarantine", "warn")
+DEFAULT_NULL_VALUES = ("",)
+"""Landed values that are null in silver whatever the contract says; `null_values` add to them."""
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
@@ -38,7 +41,9 @@ _SIMPLE_TYPES: dict[str, pl.DataType] = {
     "boolean": pl.Boolean(),
     "date": pl.Date(),
     "datetime": pl.Datetime("us"),
+    "timestamp": pl.Datetime("us", "UTC"),
 }
+TEMPORAL_TYPES = ("date", "datetime", "timestamp")
 TYPE_NAMES = (*_SIMPLE_TYPES, "decimal(p,s)")
 
 
@@ -65,10 +70,19 @@ def parse_duration(text: str) -> timedelta:
 
 @dataclass(frozen=True)
 class Reference:
-    """A foreign key: this column's values must exist in `table`.`column` of silver."""
+    """A foreign key: this column's values must exist in `table`.`column` of silver.
+
+    `on_missing` says what a value the referenced table lacks does to its row: `quarantine` (the
+    default) fails the row (`<column>:references`); `warn` keeps the row valid and only counts it.
+    """
 
     table: str
     column: str
+    on_missing: Literal["quarantine", "warn"] = "quarantine"
+
+    @property
+    def warn_only(self) -> bool:
+        return self.on_missing == "warn"
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,8 @@ class Column:
     format: str | None = None
     checks: Mapping[str, Any] = field(default_factory=dict)
     references: Reference | None = None
+    null_values: tuple[str, ...] = ()
+    """Landed values of this column that are null in silver, besides the format's `null_values`."""
 
     @property
     def silver_name(self) -> str:
@@ -105,7 +121,8 @@ class FileFormat:
     type: Literal["csv", "ndjson", "json", "parquet"] = "csv"
     delimiter: str = ","
     quote_char: str = '"'
-    null_values: tuple[str, ...] = ("",)
+    null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
+    """Landed values that are null in silver: `""` plus the contract's `format.null_values`."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,10 @@ class Contract:
     @property
     def landed_columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    def null_values(self, column: Column) -> tuple[str, ...]:
+        """The landed values of `column` that silver types as null (`""`, format's, column's)."""
+        return tuple(dict.fromkeys((*self.format.null_values, *column.null_values)))
 
     def column(self, silver_name: str) -> Column:
         for col in self.columns:
@@ -243,9 +264,9 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             raise ContractError(
                 path, "event_time", f"`{event_time}` is not a column of the contract"
             )
-        if silver[event_time].type not in ("date", "datetime"):
+        if silver[event_time].type not in TEMPORAL_TYPES:
             raise ContractError(
-                path, "event_time", f"`{event_time}` must be of type date or datetime"
+                path, "event_time", f"`{event_time}` must be of type date, datetime or timestamp"
             )
         if silver[event_time].nullable:
             raise ContractError(path, "event_time", f"`{event_time}` must be `nullable: false`")
@@ -372,6 +393,8 @@ class _Reader:
                 "format",
                 "checks",
                 "references",
+                "on_missing",
+                "null_values",
             },
         )
         name = self.text(raw, "name", f"{where}.name")
@@ -404,13 +427,31 @@ class _Reader:
                 raise self.fail(f"{where}.checks.str_matches", f"invalid regex: {exc}") from None
         if "isin" in checks and not isinstance(checks["isin"], list):
             raise self.fail(f"{where}.checks.isin", "must be a list of allowed values")
+        fmt = raw.get("format")
+        if fmt is not None:
+            if type_name not in TEMPORAL_TYPES:
+                raise self.fail(
+                    f"{where}.format",
+                    f"applies to {', '.join(TEMPORAL_TYPES)} columns, not `{type_name}`",
+                )
+            if not isinstance(fmt, str) or "%" not in fmt:
+                raise self.fail(
+                    f"{where}.format", f"`{fmt}` must be a strftime pattern like `%d/%m/%Y %H:%M`"
+                )
+        on_missing = raw.get("on_missing")
+        if on_missing is not None and raw.get("references") is None:
+            raise self.fail(f"{where}.on_missing", "applies only to a column with `references`")
+        if on_missing is not None and on_missing not in ON_MISSING:
+            raise self.fail(
+                f"{where}.on_missing", f"`{on_missing}` is not one of {', '.join(ON_MISSING)}"
+            )
         references = None
         if raw.get("references") is not None:
             ref = str(raw["references"])
-            if ref.count(".") != 1:
+            if ref.count(".") != 1 or not all(ref.split(".")):
                 raise self.fail(f"{where}.references", f"`{ref}` must be `<source>.<column>`")
             table, column = ref.split(".")
-            references = Reference(table, column)
+            references = Reference(table, column, on_missing or "quarantine")
         return Column(
             name=name,
             type=type_name,
@@ -421,6 +462,7 @@ class _Reader:
             format=raw.get("format"),
             checks=dict(checks),
             references=references,
+            null_values=self.null_values(raw, f"{where}.null_values", ()),
         )
 
     def file_format(self, raw: Mapping[str, Any]) -> FileFormat:
@@ -428,13 +470,23 @@ class _Reader:
         kind = raw.get("type", "csv")
         if kind not in FORMATS:
             raise self.fail("format.type", f"`{kind}` is not one of {', '.join(FORMATS)}")
-        null_values = raw.get("null_values", [""])
         return FileFormat(
             type=kind,
             delimiter=str(raw.get("delimiter", ",")),
             quote_char=str(raw.get("quote_char", '"')),
-            null_values=tuple(str(v) for v in null_values),
+            null_values=self.null_values(raw, "format.null_values", DEFAULT_NULL_VALUES),
         )
+
+    def null_values(
+        self, raw: Mapping[str, Any], field_name: str, base: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """`base` plus the listed null tokens (strings), in order, each once."""
+        value = raw.get("null_values")
+        if value is None:
+            return base
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(field_name, 'must be a list of strings, e.g. ["NA", "N/A"]')
+        return tuple(dict.fromkeys((*base, *value)))
 
     def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
         self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume"})

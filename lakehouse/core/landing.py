@@ -2,25 +2,50 @@
 
 The platform only ever reads here. A file's landing date is the folder it was delivered into; that
 date is the Dagster partition that loads it. Local directories and S3 prefixes list the same way.
+
+A folder whose name is not a real date (`2024-02-30`, `archive`) is no landing date: its files are
+not listed, a warning names it (once per folder and process), and it is recorded once in
+`_system/rejected_files`, so one misnamed folder never stops the other folders from loading.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from lakehouse.core.lake import Lake
 
+log = logging.getLogger(__name__)
+
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHUNK = 8 * 1024 * 1024
+_reported: set[tuple[str, str, str]] = set()
+"""(lake root, source, folder) of the invalid landing folders this process has reported."""
+
+
+def is_landing_date(name: str) -> bool:
+    """Whether a folder name is a landing date: `YYYY-MM-DD` and a real calendar date."""
+    return _date_problem(name) is None
+
+
+def _date_problem(name: str) -> str | None:
+    if not _DATE_DIR.match(name):
+        return "not of the form YYYY-MM-DD"
+    try:
+        date.fromisoformat(name)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,44 +66,124 @@ class LandingFile:
 
 
 def list_landing_files(
-    lake: Lake, source: str, dates: Iterable[str] | None = None, *, client: Any = None
+    lake: Lake,
+    source: str,
+    dates: Iterable[str] | None = None,
+    *,
+    client: Any = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[LandingFile]:
     """Every landed file of `source` (optionally only the given landing dates), sorted by path.
 
     Hidden files and files still being written (`.tmp`, `.part`, leading `.` or `_`) are skipped.
     On S3 the listing is paged (1,000 keys a request) through `client` (default: a boto3 client
-    for the lake's endpoint).
+    for the lake's endpoint). A full listing (no `dates`) reports every visible folder that is
+    not a landing date (`report_invalid_folders`; `warn` receives the warning, default the log).
     """
-    wanted = set(dates) if dates is not None else None
+    wanted = {d for d in dates if is_landing_date(d)} if dates is not None else None
+    invalid: dict[str, int] = {}
     if lake.is_s3:
-        files = _list_s3(lake, source, wanted, client or s3_client(lake))
+        files = _list_s3(lake, source, wanted, client or s3_client(lake), invalid)
     else:
-        files = _list_local(lake, source, wanted)
+        files = _list_local(lake, source, wanted, invalid)
+    if invalid:
+        report_invalid_folders(lake, source, invalid, warn=warn)
     return sorted(files, key=lambda f: (f.landing_date, f.name))
+
+
+def report_invalid_folders(
+    lake: Lake,
+    source: str,
+    folders: dict[str, int],
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> None:
+    """Warn about each folder (name -> bytes in it) that is not a landing date, once per process,
+    and record it in `_system/rejected_files` unless a row for it is already there."""
+    from lakehouse.core import system
+
+    new = {f: n for f, n in folders.items() if (lake.root, source, f) not in _reported}
+    if not new:
+        return
+    try:
+        known = _rejected_paths(lake, source)
+    except Exception as exc:  # a report must never stop a listing
+        log.warning("landing %s: cannot read the rejected files (%s); reporting later", source, exc)
+        return
+    rows = []
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for folder, size in sorted(new.items()):
+        _reported.add((lake.root, source, folder))
+        path = f"{source}/{folder}"
+        reason = (
+            f"folder `{folder}` is not a valid landing date ({_date_problem(folder)}): "
+            "its files are not loaded; move them into a YYYY-MM-DD folder"
+        )
+        (warn or log.warning)(f"landing {source}: skipped {path}/: {reason}")
+        if path not in known:
+            rows.append(
+                {
+                    "source": source,
+                    "path": path,
+                    "landing_date": folder,
+                    "size": size,
+                    "version": None,
+                    "sha256": None,
+                    "rows": 0,
+                    "columns": [],
+                    "run_id": None,
+                    "ingested_at": now,
+                    "reason": reason,
+                    "reader": None,
+                }
+            )
+    try:
+        system.record_ingest(lake, [], rows)
+    except Exception as exc:  # a report must never stop a listing
+        log.warning("landing %s: cannot record the invalid folders (%s)", source, exc)
+        _reported.difference_update((lake.root, source, f) for f in new)
+
+
+def _rejected_paths(lake: Lake, source: str) -> set[str]:
+    import polars as pl
+
+    from lakehouse.core import delta, system
+
+    frame = delta.scan(lake, lake.table_uri("_system", system.REJECTED_FILES))
+    if frame is None:
+        return set()
+    paths = frame.filter(pl.col("source") == source).select("path").collect()
+    return set(paths.to_series().to_list())
 
 
 def _is_visible(name: str) -> bool:
     return not (name.startswith((".", "_")) or name.endswith((".tmp", ".part")))
 
 
-def _list_local(lake: Lake, source: str, wanted: set[str] | None) -> list[LandingFile]:
+def _list_local(
+    lake: Lake, source: str, wanted: set[str] | None, invalid: dict[str, int]
+) -> list[LandingFile]:
     base = Path(lake.landing_uri(source))
     if not base.is_dir():
         return []
     dates = sorted(wanted) if wanted is not None else sorted(os.listdir(base))
     files = []
-    for date in dates:
-        day_dir = base / date
-        if not _DATE_DIR.match(date) or not day_dir.is_dir():
+    for day in dates:
+        day_dir = base / day
+        if not day_dir.is_dir():
             continue
-        for entry in os.scandir(day_dir):
-            if entry.is_file() and _is_visible(entry.name):
-                stat = entry.stat()
-                files.append(
-                    LandingFile(
-                        source, date, entry.name, entry.path, stat.st_size, str(stat.st_mtime_ns)
-                    )
+        entries = [e for e in os.scandir(day_dir) if e.is_file() and _is_visible(e.name)]
+        if not is_landing_date(day):
+            if _is_visible(day):
+                invalid[day] = sum(e.stat().st_size for e in entries)
+            continue
+        for entry in entries:
+            stat = entry.stat()
+            files.append(
+                LandingFile(
+                    source, day, entry.name, entry.path, stat.st_size, str(stat.st_mtime_ns)
                 )
+            )
     return files
 
 
@@ -103,7 +208,9 @@ def s3_client(lake: Lake) -> Any:
     )
 
 
-def _list_s3(lake: Lake, source: str, wanted: set[str] | None, client: Any) -> list[LandingFile]:
+def _list_s3(
+    lake: Lake, source: str, wanted: set[str] | None, client: Any, invalid: dict[str, int]
+) -> list[LandingFile]:
     bucket, prefix = split_s3_uri(lake.landing_uri(source))
     prefixes = [f"{prefix}/{d}/" for d in sorted(wanted)] if wanted is not None else [f"{prefix}/"]
     files = []
@@ -111,7 +218,11 @@ def _list_s3(lake: Lake, source: str, wanted: set[str] | None, client: Any) -> l
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=pfx):
             for obj in page.get("Contents", []):
                 parts = obj["Key"][len(prefix) + 1 :].split("/")
-                if len(parts) != 2 or not _DATE_DIR.match(parts[0]) or not _is_visible(parts[1]):
+                if len(parts) != 2 or not _is_visible(parts[1]):
+                    continue
+                if not is_landing_date(parts[0]):
+                    if _is_visible(parts[0]):
+                        invalid[parts[0]] = invalid.get(parts[0], 0) + obj["Size"]
                     continue
                 files.append(
                     LandingFile(

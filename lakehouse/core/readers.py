@@ -14,26 +14,38 @@ vectorised pass over the lines) proves every line has the header's field count a
 quotes, then polars scans the file. Only a file with a suspicious line (or a blank one, which
 polars would read as a row of nulls) is parsed record by record in Python, blank lines skipped.
 `landed_groups` does the same for many files at once: their lines are checked in one vectorised
-pass, and clean files sharing a header are read by one scan, a few hundred files per query.
+pass, and clean files sharing a header are read by one scan, a few hundred files (at most
+GROUP_BYTES) per query. Whatever polars fails on when a group is collected (`collected`), the
+file is read again record by record: a fast path that was wrong never costs a file.
+
+The careful parser streams: it reads a line at a time and spills every CAREFUL_CHUNK_ROWS records
+to a temporary Arrow file, so its memory stays bounded whatever the file's size. Values quoted in
+messages are cut at MESSAGE_VALUE_CHARS characters, with the full length stated (`quoted`).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import json
+import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
 from lakehouse.core.contract import FileFormat
 from lakehouse.core.errors import LandingFileError
+
+log = logging.getLogger(__name__)
 
 ROW_NUMBER = "_row_number"
 RAW_LINE = "_raw_line"
@@ -48,6 +60,38 @@ MAX_QUOTED_LINES = 100
 _SNIFF_BYTES = 8192
 _CHUNK_BYTES = 8 * 1024 * 1024
 _FILES_PER_SCAN = 256
+GROUP_BYTES = 64 << 20
+"""Clean files read by one query hold at most about this many bytes: a group is collected whole."""
+CAREFUL_CHUNK_ROWS = 50_000
+"""The careful parser spills its records to disk every this many records..."""
+CAREFUL_CHUNK_CHARS = 32 << 20
+"""...or every this many characters of values, whichever comes first."""
+MESSAGE_VALUE_CHARS = 200
+"""A value quoted in a message is cut at this many characters, its full length stated."""
+
+csv.field_size_limit(2**31 - 1)  # the default (131,072 characters) would make a long field a defect
+
+
+def quoted(value: str, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """`value` in backticks for a message; a long one cut, e.g. "`aaaa…` (1000000 characters)"."""
+    if len(value) <= limit:
+        return f"`{value}`"
+    return f"`{value[:limit]}…` ({len(value)} characters)"
+
+
+def shortened(text: str, limit: int = MESSAGE_VALUE_CHARS) -> str:
+    """A message cut at `limit` characters, its full length stated."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def error_reason(exc: BaseException) -> str:
+    """What a read error says, as a rejection reason: its first line, cut, and its kind."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    kind = type(exc).__name__
+    return f"cannot be parsed: {kind}: {shortened(first)}" if first else f"cannot be parsed: {kind}"
 
 
 @contextmanager
@@ -64,20 +108,52 @@ def landed_frame(
     `columns` (the contract's landed columns) lets a CSV whose header shares none of them be
     rejected as the wrong format instead of loading rows no rule could ever accept.
     """
-    with _decompressed(path, display_path) as plain:
-        if fmt.type != "parquet":
-            _reject_binary(plain, display_path)
-        try:
-            if fmt.type == "csv":
-                frame = _read_csv(plain, fmt, display_path, columns)
-            elif fmt.type == "ndjson":
-                frame = _read_ndjson(plain, display_path)
-            else:
-                frame = _scan(plain, fmt)
-            frame.collect_schema()
-        except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-            raise LandingFileError(display_path, _reason(exc)) from exc
+    with _decompressed(path, display_path) as plain, closing(_Spill()) as spill:
+        frame, _ = _open(plain, fmt, display_path, columns, spill, careful=False)
         yield frame
+
+
+def _open(
+    plain: Path,
+    fmt: FileFormat,
+    display_path: str,
+    columns: Sequence[str] | None,
+    spill: _Spill,
+    *,
+    careful: bool,
+) -> tuple[pl.LazyFrame, bool]:
+    """The frame of a (decompressed) file, and whether it took the fast path (a polars scan).
+
+    `careful` parses a CSV record by record without trying the fast path (its lines are known
+    to be suspect)."""
+    _reject_empty(plain, display_path)
+    if fmt.type != "parquet":
+        _reject_binary(plain, display_path)
+    try:
+        if fmt.type == "csv":
+            frame, fast = _read_csv(plain, fmt, display_path, columns, spill, careful=careful)
+        elif fmt.type == "ndjson":
+            frame, fast = _read_ndjson(plain, display_path, spill)
+        else:
+            frame, fast = _scan(plain, fmt), False
+        frame.collect_schema()
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise LandingFileError(display_path, error_reason(exc)) from exc
+    return frame, fast
+
+
+def _careful(
+    plain: Path, fmt: FileFormat, display_path: str, columns: Sequence[str] | None, spill: _Spill
+) -> pl.LazyFrame:
+    """The file parsed record by record (after its fast read failed); LandingFileError if junk."""
+    try:
+        if fmt.type == "csv":
+            header = _csv_header(plain, fmt, display_path)
+            _check_header(header, columns, display_path)
+            return _parse_csv_carefully(plain, fmt, header, spill).frame(display_path, "csv")
+        return _parse_ndjson_carefully(plain, spill).frame(display_path, "ndjson")
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise LandingFileError(display_path, error_reason(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -87,12 +163,71 @@ class LandedGroup:
     paths: tuple[Path, ...]
     frame: pl.LazyFrame
     fmt: FileFormat
+    fallbacks: Mapping[Path, Callable[[], pl.LazyFrame]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Per file read by polars: its careful (record by record) read, for when polars fails."""
 
     def split(self) -> list[LandedGroup]:
         """One group per file: a query that fails mid-file is retried to find the file."""
         if len(self.paths) == 1:
             return [self]
-        return [LandedGroup((p,), _tagged(_scan(p, self.fmt), p), self.fmt) for p in self.paths]
+        return [
+            LandedGroup(
+                (p,),
+                _tagged(_scan(p, self.fmt), p),
+                self.fmt,
+                {p: self.fallbacks[p]} if p in self.fallbacks else {},
+            )
+            for p in self.paths
+        ]
+
+    def careful(self) -> LandedGroup | None:
+        """A one-file group read record by record (None: it has no other reader).
+
+        Raises LandingFileError when the file is junk (mostly unparseable, say)."""
+        if len(self.paths) != 1 or self.paths[0] not in self.fallbacks:
+            return None
+        path = self.paths[0]
+        return LandedGroup((path,), _tagged(self.fallbacks[path](), path), self.fmt)
+
+
+def collected(
+    group: LandedGroup, query: Callable[[LandedGroup], pl.LazyFrame] = lambda g: g.frame
+) -> Iterator[tuple[LandedGroup, pl.DataFrame | str]]:
+    """Collect `query(group)`: (the group read, its rows or why its file is rejected), per part.
+
+    A query that fails is retried file by file, so one file's defect costs no other file. A file
+    whose fast read fails for any reason polars gives is read again record by record: its good
+    lines are rows, its bad lines rows with `_raw_line` and `_parse_error`. Only a file that cannot
+    be read that way either is rejected, with what went wrong.
+    """
+    try:
+        rows: pl.DataFrame | None = query(group).collect()
+    except pl.exceptions.PolarsError as exc:
+        rows, error = None, exc
+    if rows is not None:
+        yield group, rows
+        return
+    if len(group.paths) > 1:
+        for single in group.split():
+            yield from collected(single, query)
+        return
+    log.info("fast read of %s failed (%s): reading it record by record", group.paths[0], error)
+    try:
+        careful = group.careful()
+    except LandingFileError as exc:
+        yield group, exc.reason
+        return
+    if careful is None:
+        yield group, error_reason(error)
+        return
+    try:
+        rows = query(careful).collect()
+    except pl.exceptions.PolarsError as exc:
+        yield careful, error_reason(exc)
+        return
+    yield careful, rows
 
 
 @contextmanager
@@ -111,38 +246,68 @@ def landed_groups(
     """
     shared: dict[tuple[str, ...], list[Path]] = {}
     rejected: dict[Path, LandingFileError] = {}
+    suspect: set[Path] = set()
+    displays = dict(files)
     if fmt.type == "csv":
         headers: dict[Path, list[str]] = {}
         for path, display_path in files:
             if path.suffix != ".gz":
                 try:
+                    if path.stat().st_size == 0:
+                        continue
                     header = _csv_header(path, fmt, display_path)
                     _check_header(header, columns, display_path)
                 except (LandingFileError, OSError):
-                    continue  # read alone: landed_frame rejects it with the reason
+                    continue  # read alone: _open rejects it with the reason
                 headers[path] = header
         clean = _clean_files(list(headers), fmt, {p: len(h) for p, h in headers.items()})
+        suspect = set(headers) - clean
         for path in clean:
             shared.setdefault(tuple(headers[path]), []).append(path)
-    groups: list[LandedGroup] = []
-    for paths in shared.values():
-        for i in range(0, len(paths), _FILES_PER_SCAN):
-            chunk = tuple(paths[i : i + _FILES_PER_SCAN])
-            groups.append(LandedGroup(chunk, _scan_many(chunk, fmt), fmt))
-    proven = {p for group in groups for p in group.paths}
     with ExitStack() as stack:
+        spill = stack.enter_context(closing(_Spill()))
+        groups: list[LandedGroup] = []
+        for paths in shared.values():
+            for chunk in _chunks(paths):
+                fallbacks = {
+                    p: functools.partial(_careful, p, fmt, displays[p], columns, spill)
+                    for p in chunk
+                }
+                groups.append(LandedGroup(chunk, _scan_many(chunk, fmt), fmt, fallbacks))
+        proven = {p for group in groups for p in group.paths}
         for path, display_path in files:
             if path in proven:
                 continue
             try:
-                frame = stack.enter_context(
-                    landed_frame(path, fmt, display_path=display_path, columns=columns)
+                plain = stack.enter_context(_decompressed(path, display_path))
+                frame, fast = _open(
+                    plain, fmt, display_path, columns, spill, careful=path in suspect
                 )
             except LandingFileError as exc:
                 rejected[path] = exc
-            else:
-                groups.append(LandedGroup((path,), _tagged(frame, path), fmt))
+                continue
+            fallbacks = {}
+            if fast and fmt.type in ("csv", "ndjson"):
+                fallbacks[path] = functools.partial(
+                    _careful, plain, fmt, display_path, columns, spill
+                )
+            groups.append(LandedGroup((path,), _tagged(frame, path), fmt, fallbacks))
         yield groups, rejected
+
+
+def _chunks(paths: Sequence[Path]) -> Iterator[tuple[Path, ...]]:
+    """Runs of at most _FILES_PER_SCAN files and about GROUP_BYTES bytes (one file at least)."""
+    chunk: list[Path] = []
+    size = 0
+    for path in paths:
+        bytes_ = path.stat().st_size
+        if chunk and (len(chunk) >= _FILES_PER_SCAN or size + bytes_ > GROUP_BYTES):
+            yield tuple(chunk)
+            chunk, size = [], 0
+        chunk.append(path)
+        size += bytes_
+    if chunk:
+        yield tuple(chunk)
 
 
 def _tagged(frame: pl.LazyFrame, path: Path) -> pl.LazyFrame:
@@ -187,11 +352,19 @@ def _decompressed(path: Path, display_path: str) -> Iterator[Path]:
         yield plain
 
 
+def _reject_empty(path: Path, display_path: str) -> None:
+    if path.stat().st_size == 0:
+        raise LandingFileError(display_path, "empty file")
+
+
 def _reject_binary(path: Path, display_path: str) -> None:
     with path.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES)
-    if not head.strip():
-        raise LandingFileError(display_path, "the file is empty")
+        blank = not head.strip()
+        while blank and (more := fh.read(_CHUNK_BYTES)):
+            blank = not more.strip()
+    if blank:
+        raise LandingFileError(display_path, "empty file: nothing but blank lines")
     if b"\x00" in head:
         raise LandingFileError(display_path, "binary content (NUL bytes): not a text file")
 
@@ -222,15 +395,19 @@ def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
 
 
 def _read_csv(
-    path: Path, fmt: FileFormat, display_path: str, columns: Sequence[str] | None
-) -> pl.LazyFrame:
+    path: Path,
+    fmt: FileFormat,
+    display_path: str,
+    columns: Sequence[str] | None,
+    spill: _Spill,
+    *,
+    careful: bool,
+) -> tuple[pl.LazyFrame, bool]:
     header = _csv_header(path, fmt, display_path)
     _check_header(header, columns, display_path)
-    if _csv_is_clean(path, fmt, len(header)):
-        return _scan(path, fmt)
-    parsed = _parse_csv_carefully(path, fmt, header)
-    parsed.reject_if_mostly_bad(display_path, "csv")
-    return parsed.frame(header)
+    if not careful and _csv_is_clean(path, fmt, len(header)):
+        return _scan(path, fmt), True
+    return _parse_csv_carefully(path, fmt, header, spill).frame(display_path, "csv"), False
 
 
 def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
@@ -239,7 +416,9 @@ def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LandingFileError(display_path, f"the header is not valid UTF-8: {exc}") from exc
+        raise LandingFileError(
+            display_path, f"the header is not valid UTF-8 (byte {exc.start})"
+        ) from exc
     header = next(csv.reader([text], delimiter=fmt.delimiter, quotechar=fmt.quote_char or '"'))
     if not header or not any(h.strip() for h in header):
         raise LandingFileError(display_path, "the header line is empty")
@@ -250,7 +429,7 @@ def _csv_header(path: Path, fmt: FileFormat, display_path: str) -> list[str]:
 
 def _check_header(header: list[str], columns: Sequence[str] | None, display_path: str) -> None:
     if columns and not set(header) & set(columns):
-        shown = ", ".join(f"`{c}`" for c in header[:5])
+        shown = ", ".join(quoted(c, 50) for c in header[:5])
         raise LandingFileError(
             display_path,
             f"header ({shown}) has none of the contract's columns: wrong format or no header",
@@ -305,8 +484,9 @@ def _clean_files(paths: Sequence[Path], fmt: FileFormat, n_fields: dict[Path, in
 
     One vectorised pass over all the files' lines (a chunk of files per query: a query costs
     more in overhead than a small daily file costs in work). Only lines with a quote or an
-    unexpected delimiter count are looked at one by one. A chunk that is not all valid UTF-8 is
-    retried file by file, so one bad file does not cost the others their fast path.
+    unexpected delimiter count are looked at one by one. A chunk whose lines cannot be scanned
+    (invalid UTF-8, say) is retried file by file, so one bad file does not cost the others their
+    fast path; a file that cannot be scanned alone is not clean (parsed record by record).
     """
     clean: set[Path] = set()
     for i in range(0, len(paths), _FILES_PER_SCAN):
@@ -327,7 +507,7 @@ def _clean_files(paths: Sequence[Path], fmt: FileFormat, n_fields: dict[Path, in
 def _suspect_lines(
     paths: list[Path], fmt: FileFormat, n_fields: dict[Path, int]
 ) -> dict[str, pl.DataFrame] | None:
-    """Per file, its lines that may not have the header's field count (None: not UTF-8).
+    """Per file, its lines that may not have the header's field count (None: no line scan).
 
     That is a line with no content, an unquoted line with the wrong delimiter count, or a line
     with quotes that is not plainly a row of unquoted and wholly quoted fields of the right count.
@@ -364,7 +544,8 @@ def _suspect_lines(
             .select("path", "line", quotes.alias("q"))
             .collect()
         )
-    except pl.exceptions.PolarsError:  # invalid UTF-8 somewhere
+    except pl.exceptions.PolarsError as exc:  # invalid UTF-8, most likely: polars says which
+        log.debug("line scan of %d file(s) failed: %s", len(paths), error_reason(exc))
         return None
     return {path: lines for (path,), lines in suspect.group_by("path")}
 
@@ -389,86 +570,189 @@ def _suspects_are_clean(suspect: pl.DataFrame, fmt: FileFormat, n_fields: int) -
         return False
 
 
-@dataclass
-class _Parsed:
-    """Records of one file parsed one by one: good rows and unparseable lines."""
+class _Spill:
+    """A temporary directory for the careful parser's chunks, made on first use."""
 
-    rows: list[dict[str, str | None]]
-    row_numbers: list[int]
-    bad: list[tuple[int, str, str]]
-    """(row number, raw line, reason) of each line that could not be parsed."""
+    def __init__(self) -> None:
+        self._dir: str | None = None
+        self._count = 0
 
-    def reject_if_mostly_bad(self, display_path: str, kind: str) -> None:
-        total = len(self.rows) + len(self.bad)
-        if len(self.bad) >= 2 and len(self.bad) * 2 > total:
+    def new_file(self) -> Path:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="lakehouse-careful-")
+        self._count += 1
+        return Path(self._dir) / f"chunk-{self._count}.arrow"
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class _Records:
+    """Records of one file parsed one by one, good rows and unparseable lines, in file order.
+
+    Values are kept column by column and spilled to an Arrow file every CAREFUL_CHUNK_ROWS
+    records (or CAREFUL_CHUNK_CHARS characters): memory is bounded by a chunk, not the file.
+    `columns` fixes the landed columns (CSV: the header); None collects them as records name
+    them (NDJSON).
+    """
+
+    def __init__(self, spill: _Spill, columns: Sequence[str] | None = None) -> None:
+        self.spill = spill
+        self.columns: dict[str, None] = dict.fromkeys(columns or ())
+        self.good = 0
+        self.bad = 0
+        self.first_reason: str | None = None
+        self.files: list[Path] = []
+        self._start_chunk()
+
+    def _start_chunk(self) -> None:
+        self._rows: list[int] = []
+        self._values: dict[str, list[str | None]] = {c: [] for c in self.columns}
+        self._raw: list[str | None] = []
+        self._errors: list[str | None] = []
+        self._chars = 0
+
+    def add(self, row: int, values: Mapping[str, str | None]) -> None:
+        for name in values:
+            if name not in self._values:
+                self._values[name] = [None] * len(self._rows)
+                self.columns.setdefault(name)
+        for name, column in self._values.items():
+            column.append(values.get(name))
+        self._rows.append(row)
+        self._raw.append(None)
+        self._errors.append(None)
+        self.good += 1
+        self._chars += sum(len(v) for v in values.values() if v)
+        self._maybe_spill()
+
+    def add_bad(self, row: int, raw: str, reason: str) -> None:
+        for column in self._values.values():
+            column.append(None)
+        self._rows.append(row)
+        self._raw.append(raw)
+        self._errors.append(reason)
+        self.bad += 1
+        self.first_reason = self.first_reason or reason
+        self._chars += len(raw)
+        self._maybe_spill()
+
+    def _maybe_spill(self) -> None:
+        if len(self._rows) >= CAREFUL_CHUNK_ROWS or self._chars >= CAREFUL_CHUNK_CHARS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self._rows:
+            return
+        chunk = pl.DataFrame(
+            {
+                ROW_NUMBER: self._rows,
+                **self._values,
+                RAW_LINE: self._raw,
+                PARSE_ERROR: self._errors,
+            },
+            schema={
+                ROW_NUMBER: pl.Int64,
+                **dict.fromkeys(self._values, pl.String),
+                RAW_LINE: pl.String,
+                PARSE_ERROR: pl.String,
+            },
+        )
+        path = self.spill.new_file()
+        chunk.write_ipc(path)
+        self.files.append(path)
+        self._start_chunk()
+
+    def frame(self, display_path: str, kind: str) -> pl.LazyFrame:
+        """The records as a frame (RAW_LINE/PARSE_ERROR only if a line was bad).
+
+        Raises LandingFileError when most records (two at least) cannot be parsed."""
+        self._spill()
+        total = self.good + self.bad
+        if self.bad >= 2 and self.bad * 2 > total:
             raise LandingFileError(
                 display_path,
-                f"{len(self.bad)} of {total} records cannot be parsed "
-                f"(first: {self.bad[0][2]}): not a {kind} file",
+                f"{self.bad} of {total} records cannot be parsed "
+                f"(first: {self.first_reason}): not a {kind} file",
             )
-
-    def frame(self, columns: Sequence[str]) -> pl.LazyFrame:
-        good = pl.DataFrame(
-            {
-                ROW_NUMBER: self.row_numbers,
-                **{c: [r.get(c) for r in self.rows] for c in columns},
-            },
-            schema={ROW_NUMBER: pl.Int64, **dict.fromkeys(columns, pl.String)},
+        keep = [ROW_NUMBER, *self.columns, *((RAW_LINE, PARSE_ERROR) if self.bad else ())]
+        if not self.files:
+            return pl.LazyFrame(schema={ROW_NUMBER: pl.Int64, **dict.fromkeys(keep[1:], pl.String)})
+        chunks = [pl.scan_ipc(path) for path in self.files]
+        frame = chunks[0] if len(chunks) == 1 else pl.concat(chunks, how="diagonal")
+        return frame.select(
+            pl.col(c) if c in frame.collect_schema() else pl.lit(None, pl.String).alias(c)
+            for c in keep
         )
-        frames = [good]
-        if self.bad:
-            frames.append(
-                pl.DataFrame(
-                    self.bad,
-                    schema={ROW_NUMBER: pl.Int64, RAW_LINE: pl.String, PARSE_ERROR: pl.String},
-                    orient="row",
-                )
-            )
-        return pl.concat(frames, how="diagonal").sort(ROW_NUMBER).lazy()
 
 
-def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str]) -> _Parsed:
+class _Lines:
+    """The lines of a binary file one at a time (line ends removed), with push-back."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._back: deque[bytes] = deque()
+
+    def next(self) -> bytes | None:
+        if self._back:
+            return self._back.popleft()
+        line = self._fh.readline()
+        if not line:
+            return None
+        return (line[:-1] if line.endswith(b"\n") else line).rstrip(b"\r")
+
+    def push_back(self, lines: Sequence[bytes]) -> None:
+        self._back.extendleft(reversed(lines))
+
+
+def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: _Spill) -> _Records:
+    """Parse a CSV record by record, streaming: good records are rows, bad lines bad rows.
+
+    A quoted field may span lines: a line with an odd number of quotes is joined with the next
+    ones (at most MAX_QUOTED_LINES) until its quotes balance; if that does not make a record,
+    the first line alone is the defect (an unclosed quote) and the next lines are read again.
+    """
     quote = fmt.quote_char
     nulls = set(fmt.null_values)
-    lines = path.read_bytes().split(b"\n")
-    parsed = _Parsed([], [], [])
-    i, row = 1, 0
-    while i < len(lines):
-        raw = lines[i].rstrip(b"\r")
-        if not raw.strip():
-            i += 1
-            continue
-        row += 1
-        text = _decode(raw)
-        if text is None:
-            parsed.bad.append((row, _shown(raw), "invalid UTF-8"))
-            i += 1
-            continue
-        end = i
-        if quote:  # a quoted field may span lines: join until the quotes balance
-            while (
-                text.count(quote) % 2 == 1 and end + 1 < len(lines) and end - i < MAX_QUOTED_LINES
-            ):
-                following = _decode(lines[end + 1].rstrip(b"\r"))
-                if following is None:
-                    break
-                end += 1
-                text += "\n" + following
-        fields, reason = _split_record(text, fmt, len(header))
-        if reason is not None and end > i:  # joining did not help: the first line is the defect
-            end = i
-            text = _decode(raw) or ""
-            reason = "unclosed quote"
-        if reason is not None:
-            parsed.bad.append((row, text, reason))
-            i = end + 1
-            continue
-        parsed.rows.append(
-            {h: (None if v in nulls else v) for h, v in zip(header, fields, strict=True)}
-        )
-        parsed.row_numbers.append(row)
-        i = end + 1
-    return parsed
+    records = _Records(spill, header)
+    with path.open("rb") as fh:
+        lines = _Lines(fh)
+        lines.next()  # the header
+        row = 0
+        while (raw := lines.next()) is not None:
+            if not raw.strip():
+                continue
+            row += 1
+            text = _decode(raw)
+            if text is None:
+                records.add_bad(row, _shown(raw), "invalid UTF-8")
+                continue
+            joined: list[bytes] = []
+            if quote:  # a quoted field may span lines: join until the quotes balance
+                while text.count(quote) % 2 == 1 and len(joined) < MAX_QUOTED_LINES:
+                    following = lines.next()
+                    if following is None:
+                        break
+                    decoded = _decode(following)
+                    if decoded is None:
+                        lines.push_back([following])
+                        break
+                    joined.append(following)
+                    text += "\n" + decoded
+            fields, reason = _split_record(text, fmt, len(header))
+            if reason is not None and joined:  # joining did not help: the first line is the defect
+                lines.push_back(joined)
+                text = _decode(raw) or ""
+                reason = "unclosed quote"
+            if reason is not None:
+                records.add_bad(row, text, reason)
+                continue
+            records.add(
+                row, {h: (None if v in nulls else v) for h, v in zip(header, fields, strict=True)}
+            )
+    return records
 
 
 def _split_record(text: str, fmt: FileFormat, n_fields: int) -> tuple[list[str], str | None]:
@@ -498,39 +782,40 @@ def _shown(raw: bytes) -> str:
 # --- NDJSON -------------------------------------------------------------------------------------
 
 
-def _read_ndjson(path: Path, display_path: str) -> pl.LazyFrame:
+def _read_ndjson(path: Path, display_path: str, spill: _Spill) -> tuple[pl.LazyFrame, bool]:
     try:
         frame = _scan(path, FileFormat(type="ndjson"))
         frame.collect_schema()
         frame.select(pl.len()).collect()
-        return frame
-    except pl.exceptions.PolarsError:
-        pass
-    parsed = _Parsed([], [], [])
-    columns: dict[str, None] = {}
+        return frame, True
+    except pl.exceptions.PolarsError as exc:
+        log.info("polars cannot read %s (%s): reading it record by record", display_path, exc)
+    return _parse_ndjson_carefully(path, spill).frame(display_path, "ndjson"), False
+
+
+def _parse_ndjson_carefully(path: Path, spill: _Spill) -> _Records:
+    records = _Records(spill)
     row = 0
-    for raw in path.read_bytes().split(b"\n"):
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            continue
-        row += 1
-        text = _decode(raw)
-        if text is None:
-            parsed.bad.append((row, _shown(raw), "invalid UTF-8"))
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            parsed.bad.append((row, text, f"invalid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        if not isinstance(record, dict):
-            parsed.bad.append((row, text, "a JSON record must be an object"))
-            continue
-        columns.update(dict.fromkeys(record))
-        parsed.rows.append({k: _json_text(v) for k, v in record.items()})
-        parsed.row_numbers.append(row)
-    parsed.reject_if_mostly_bad(display_path, "ndjson")
-    return parsed.frame(list(columns))
+    with path.open("rb") as fh:
+        lines = _Lines(fh)
+        while (raw := lines.next()) is not None:
+            if not raw.strip():
+                continue
+            row += 1
+            text = _decode(raw)
+            if text is None:
+                records.add_bad(row, _shown(raw), "invalid UTF-8")
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                records.add_bad(row, text, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(record, dict):
+                records.add_bad(row, text, "a JSON record must be an object")
+                continue
+            records.add(row, {k: _json_text(v) for k, v in record.items()})
+    return records
 
 
 def _json_text(value: object) -> str | None:
@@ -541,8 +826,3 @@ def _json_text(value: object) -> str | None:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(value)
-
-
-def _reason(exc: BaseException) -> str:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot be parsed: {first_line}"

@@ -345,8 +345,9 @@ def _passthrough(contract: Contract, batch: pl.DataFrame) -> list[str]:
 
 def _validate(
     lake: Lake, contract: Contract, batch: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(valid typed rows without the quarantine-only columns, invalid landed rows)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(valid typed rows without the quarantine-only columns, invalid landed rows, valid rows
+    whose warn-only reference (`on_missing: warn`) is missing, with `_rules` and `_errors`)."""
     if RAW_LINE not in batch.columns:
         batch = batch.with_columns(pl.lit(None, pl.String).alias(RAW_LINE))
     split = split_rows(
@@ -355,7 +356,11 @@ def _validate(
         _passthrough(contract, batch),
         known_values=known_values(lake, contract, batch),
     )
-    return split.valid.drop(SOURCE_SHA256, RAW_LINE), split.invalid
+    return (
+        split.valid.drop(SOURCE_SHA256, RAW_LINE),
+        split.invalid,
+        split.warned.drop(SOURCE_SHA256, RAW_LINE, strict=False),
+    )
 
 
 def _load_chunk(
@@ -395,7 +400,9 @@ def _load_chunk(
         contract, batch, ledger.filter(pl.col("landing_date").is_in(dates))
     )
     versions = batch.select(SOURCE_FILE, SOURCE_SHA256).unique()
-    valid, invalid = _validate(lake, contract, batch)
+    valid, invalid, warned = _validate(lake, contract, batch)
+    for date, rows in warned.group_by(LANDING_DATE).len().iter_rows():
+        audits[date].references_warned = rows
 
     # Rows whose only fault is a reference to a key held back with a blocked date wait with it.
     waiting, invalid = _split_waiting(lake, contract, invalid)
@@ -405,7 +412,16 @@ def _load_chunk(
         audits[date].references_failed = fk
     _sample(result, CHECK_ROW_RULES, invalid)
     _sample(result, "quarantine_ratio", invalid)
-    _sample(result, CHECK_REFERENCES, invalid.filter(is_fk))
+    _sample(
+        result,
+        CHECK_REFERENCES,
+        pl.concat(
+            [
+                frame.select(SOURCE_FILE, ROW_NUMBER, RULES, ERRORS)
+                for frame in (invalid.filter(is_fk), warned)
+            ]
+        ),
+    )
     write_quarantine(lake, contract, invalid, dates, versions, run_id=run_id)
 
     for audit in audits.values():
@@ -535,7 +551,7 @@ def _older_versions(
         lake, contract.name, rows.get_column(LANDING_DATE).unique().to_list()
     )
     rows, _ = _apply_drift_policy(contract, rows, ledger)
-    valid, _ = _validate(lake, contract, rows)
+    valid, _, _ = _validate(lake, contract, rows)
     valid = valid.join(keys, on=list(contract.primary_key), how="semi")
     log.info(
         "silver %s: %d older version(s) found for %d retracted key(s)",

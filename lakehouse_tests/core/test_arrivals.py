@@ -55,3 +55,14 @@ def test_loads_split_on_gaps_and_keys_follow_identity() -> None:
     assert group_loads(files)[0].run_key == loads[0].run_key
     changed = [file("orders", "2024-01-01", version="v2"), files[1]]
     assert group_loads(changed)[0].run_key != loads[0].run_key
+
+
+def test_a_file_of_an_invalid_date_is_left_out_of_the_loads() -> None:
+    files = [
+        file("orders", "2024-02-29"),
+        file("orders", "2024-02-30"),
+        file("items", "2024-03-01"),
+    ]
+    assert [(lo.start, lo.end, len(lo.files)) for lo in group_loads(files)] == [
+        ("2024-02-29", "2024-03-01", 2)
+    ]

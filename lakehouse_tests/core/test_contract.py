@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
@@ -73,10 +74,50 @@ def broken(**changes) -> dict:
             "silver column `total` is named twice",
         ),
         (broken(schema_drift="loose"), "schema_drift", "`loose` is not one of"),
-        (broken(event_time="total"), "event_time", "must be of type date or datetime"),
+        (broken(event_time="total"), "event_time", "must be of type date, datetime or timestamp"),
         (broken(description=None), "description", "is required"),
         (broken(colums=[]), "colums", "unknown field"),
         (broken(freshness={"fail_after": "soon"}), "freshness.fail_after", "is not a duration"),
+        (
+            broken(
+                columns=[*VALID["columns"], {"name": "c", "type": "string", "on_missing": "warn"}]
+            ),
+            "columns[3].on_missing",
+            "applies only to a column with `references`",
+        ),
+        (
+            broken(
+                columns=[
+                    *VALID["columns"],
+                    {"name": "c", "type": "string", "references": "x.y", "on_missing": "ignore"},
+                ]
+            ),
+            "columns[3].on_missing",
+            "`ignore` is not one of quarantine, warn",
+        ),
+        (
+            broken(
+                columns=[*VALID["columns"], {"name": "c", "type": "string", "references": "x."}]
+            ),
+            "columns[3].references",
+            "must be `<source>.<column>`",
+        ),
+        (broken(format={"type": "csv", "null_values": "NA"}), "format.null_values", "a list"),
+        (
+            broken(columns=[*VALID["columns"], {"name": "c", "type": "int64", "null_values": [0]}]),
+            "columns[3].null_values",
+            "must be a list of strings",
+        ),
+        (
+            broken(columns=[*VALID["columns"], {"name": "c", "type": "int64", "format": "%d"}]),
+            "columns[3].format",
+            "applies to date, datetime, timestamp columns",
+        ),
+        (
+            broken(columns=[*VALID["columns"], {"name": "c", "type": "date", "format": "dd/mm"}]),
+            "columns[3].format",
+            "must be a strftime pattern",
+        ),
     ],
 )
 def test_contract_errors_name_file_and_field(
@@ -103,3 +144,47 @@ def test_reference_to_unknown_source(tmp_path: Path) -> None:
     write(tmp_path, broken(columns=columns))
     with pytest.raises(ContractError, match="source `stores` has no contract"):
         load_contracts(tmp_path)
+
+
+def test_null_values_add_to_the_default_empty_string(tmp_path: Path) -> None:
+    columns = [*VALID["columns"], {"name": "score", "type": "int64", "null_values": ["-", "NA"]}]
+    contract = load_contract(
+        write(
+            tmp_path, broken(format={"type": "csv", "null_values": ["NA", "N/A"]}, columns=columns)
+        )
+    )
+    assert contract.format.null_values == ("", "NA", "N/A")
+    assert contract.column("score").null_values == ("-", "NA")
+    assert contract.null_values(contract.column("score")) == ("", "NA", "N/A", "-")
+    assert contract.null_values(contract.column("total")) == ("", "NA", "N/A")
+    default = load_contract(write(tmp_path, VALID))
+    assert default.format.null_values == ("",)
+    assert default.null_values(default.column("total")) == ("",)
+
+
+def test_references_on_missing_defaults_to_quarantine(tmp_path: Path) -> None:
+    columns = [
+        *VALID["columns"],
+        {"name": "store_id", "type": "string", "references": "stores.id"},
+        {"name": "promo", "type": "string", "references": "stores.id", "on_missing": "warn"},
+    ]
+    contract = load_contract(write(tmp_path, broken(columns=columns)))
+    assert contract.column("store_id").references.on_missing == "quarantine"
+    assert not contract.column("store_id").references.warn_only
+    assert contract.column("promo").references.on_missing == "warn"
+    assert contract.column("promo").references.warn_only
+
+
+def test_timestamp_type_is_utc_and_may_be_the_event_time(tmp_path: Path) -> None:
+    columns = [
+        {"name": "id", "type": "string", "nullable": False},
+        {
+            "name": "ordered_at",
+            "type": "timestamp",
+            "nullable": False,
+            "format": "%d/%m/%Y %H:%M%z",
+        },
+    ]
+    contract = load_contract(write(tmp_path, broken(columns=columns)))
+    assert contract.column("ordered_at").dtype == pl.Datetime("us", "UTC")
+    assert contract.column("ordered_at").format == "%d/%m/%Y %H:%M%z"

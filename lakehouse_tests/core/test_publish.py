@@ -115,3 +115,35 @@ def test_a_retracted_winner_falls_back_to_an_older_version(lake: Lake) -> None:
     got = orders(lake)
     assert got["o1"] == (106, D1, D1)
     assert "x1" in got and len(got) == 6
+
+
+def test_a_warn_only_reference_publishes_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from lakehouse.core.contract import CONTRACTS_DIR
+
+    contracts = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    orders_yaml = contracts / "orders.yaml"
+    orders_yaml.write_text(
+        orders_yaml.read_text().replace(
+            "references: customers.id,", "references: customers.id, on_missing: warn,"
+        )
+    )
+    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))
+    warned = {c.name: c for c in load_contracts()}
+    root = tmp_path / "root"
+    deliver_reference_data(root, D1)
+    orphan = order("orphan", D1, customer="nobody")
+    deliver(root, "orders", D1, "orders.csv", text([HEADER, order("o0", D1), orphan]))
+    lake = Lake(str(root))
+    for source in ("stores", "customers", "orders"):
+        load_bronze(lake, warned[source], [D1], run_id="test")
+        result = load_silver(lake, warned[source], [D1], run_id="test")
+    audit = result.partitions[D1]
+    assert set(orders(lake)) == {"o0", "orphan"}
+    assert (audit.quarantined, audit.references_warned, audit.accepted) == (0, 1, 2)
+    check = next(c for c in audit.checks if c.check == "references")
+    assert not check.passed and not check.blocking and "1 kept" in check.detail

@@ -120,3 +120,117 @@ def test_blank_lines_are_not_rows(tmp_path: Path, data: bytes, second: str) -> N
     frame = read(write(tmp_path, "blank.csv", data), columns=("a",))
     assert frame.select(ROW_NUMBER, "a").rows() == [(1, "1"), (2, second)]
     assert PARSE_ERROR not in frame.columns
+
+
+def read_groups(paths: list[Path], fmt: FileFormat = CSV) -> tuple[dict[str, pl.DataFrame], dict]:
+    """Every file's rows as bronze collects them (`collected`), and the rejections."""
+    from lakehouse.core.readers import FILE_COLUMN, collected, landed_groups
+
+    rows: dict[str, pl.DataFrame] = {}
+    reasons: dict[str, str] = {}
+    with landed_groups([(p, p.name) for p in paths], fmt, columns=("a", "b", "c")) as (
+        groups,
+        rejected,
+    ):
+        reasons |= {p.name: e.reason for p, e in rejected.items()}
+        for group in groups:
+            for part, result in collected(group):
+                if isinstance(result, str):
+                    reasons[part.paths[0].name] = result
+                    continue
+                for (name,), frame in result.group_by(FILE_COLUMN):
+                    rows[Path(name).name] = frame.drop(FILE_COLUMN).sort(ROW_NUMBER)
+    return rows, reasons
+
+
+def test_compensating_bad_lines_fall_back_to_the_careful_parser(tmp_path: Path) -> None:
+    # one short and one long line: the byte counts balance, polars fails, no row is lost
+    good = [f"{i},{i},{i}" for i in range(1, 19)]
+    lines = [*good[:5], "6,6", *good[5:10], "7,7,7,7", *good[10:]]
+    data = ("a,b,c\n" + "\n".join(lines) + "\n").encode()
+    paths = [write(tmp_path, "comp.csv", data), write(tmp_path, "comp.csv.gz", gzip.compress(data))]
+    paths.append(write(tmp_path, "clean.csv", b"a,b,c\n1,2,3\n"))
+    rows, rejected = read_groups(paths)
+    assert rejected == {}
+    for name in ("comp.csv", "comp.csv.gz"):
+        frame = rows[name]
+        assert frame.height == 20
+        assert frame.get_column(ROW_NUMBER).to_list() == list(range(1, 21))
+        bad = frame.filter(pl.col(PARSE_ERROR).is_not_null())
+        assert bad.select(ROW_NUMBER, RAW_LINE, PARSE_ERROR).rows() == [
+            (6, "6,6", "2 fields, the header has 3"),
+            (12, "7,7,7,7", "4 fields, the header has 3"),
+        ]
+        assert frame.filter(pl.col(PARSE_ERROR).is_null()).height == 18
+    assert rows["clean.csv"].select("a", "b", "c").rows() == [("1", "2", "3")]
+
+
+def test_a_file_polars_cannot_read_is_rejected_with_what_polars_said(tmp_path: Path) -> None:
+    path = write(tmp_path, "x.parquet", b"PAR1 not really parquet")
+    _, rejected = read_groups([path], FileFormat(type="parquet"))
+    assert "invalid UTF-8" not in rejected["x.parquet"]
+    assert rejected["x.parquet"].startswith("cannot be parsed: ")
+
+
+def test_the_careful_parser_streams_in_chunks(tmp_path: Path, monkeypatch) -> None:
+    from lakehouse.core import readers
+
+    monkeypatch.setattr(readers, "CAREFUL_CHUNK_ROWS", 7)
+    lines = [f"{i},x,{i}" for i in range(1, 101)]
+    lines[49] = '"50,x'  # an unclosed quote: the next lines are read again, not swallowed
+    lines[79] = "80,\xff"
+    data = ("a,b,c\n" + "\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    data = data.replace("\xff".encode(), b"\xff")
+    spilled = []
+    real = readers._Spill.new_file
+    monkeypatch.setattr(readers._Spill, "new_file", lambda s: spilled.append(1) or real(s))
+    frame = read(write(tmp_path, "big.csv", data))
+    assert len(spilled) == 15  # 100 records, 7 per chunk
+    assert frame.get_column(ROW_NUMBER).to_list() == list(range(1, 101))
+    bad = frame.filter(pl.col(PARSE_ERROR).is_not_null())
+    assert bad.select(ROW_NUMBER, PARSE_ERROR).rows() == [
+        (50, "unclosed quote"),
+        (80, "invalid UTF-8"),
+    ]
+    assert frame.filter(pl.col(PARSE_ERROR).is_null()).get_column("a").to_list() == [
+        str(i) for i in range(1, 101) if i not in (50, 80)
+    ]
+
+
+def test_group_sizes_are_bounded_by_bytes(tmp_path: Path, monkeypatch) -> None:
+    from lakehouse.core import readers
+    from lakehouse.core.readers import landed_groups
+
+    monkeypatch.setattr(readers, "GROUP_BYTES", 100)
+    paths = [write(tmp_path, f"{n}.csv", b"a,b,c\n" + b"1,2,3\n" * 10) for n in range(5)]
+    with landed_groups([(p, p.name) for p in paths], CSV) as (groups, _):
+        assert [len(g.paths) for g in groups] == [1, 1, 1, 1, 1]
+    monkeypatch.setattr(readers, "GROUP_BYTES", 150)  # files of 66 bytes
+    with landed_groups([(p, p.name) for p in paths], CSV) as (groups, _):
+        assert [len(g.paths) for g in groups] == [2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"", "empty file"), (b"\n\n  \n", "empty file"), (b" " * 10000 + b"\n", "empty file")],
+    ids=["zero-bytes", "blank-lines", "long-blank"],
+)
+def test_empty_files_are_rejected_as_empty(tmp_path: Path, data: bytes, reason: str) -> None:
+    for fmt in (CSV, NDJSON, FileFormat(type="parquet")):
+        if fmt.type == "parquet" and data:
+            continue
+        with pytest.raises(LandingFileError, match=reason):
+            read(write(tmp_path, "e.csv", data), fmt)
+
+
+def test_a_long_value_is_cut_in_messages_but_kept_in_rows(tmp_path: Path) -> None:
+    from lakehouse.core.readers import quoted
+
+    assert quoted("abc") == "`abc`"
+    assert quoted("a" * 1_000_000) == "`" + "a" * 200 + "…` (1000000 characters)"
+    long = "z" * 1_000_000
+    frame = read(write(tmp_path, "long.csv", f"a,b,c\n1,{long},3\n4,5\n".encode()))
+    assert frame.get_column("b").to_list() == [long, None]  # a long field is no defect
+    with pytest.raises(LandingFileError) as caught:
+        read(write(tmp_path, "h.csv", f"{long},y\n1,2\n".encode()))
+    assert len(caught.value.reason) < 400 and "(1000000 characters)" in caught.value.reason
