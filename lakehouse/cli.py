@@ -18,13 +18,10 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
-
 from lakehouse.core import delta
-from lakehouse.core.contract import load_contracts
+from lakehouse.core.contract import Contract, load_contracts
 from lakehouse.core.errors import LakehouseError
 from lakehouse.core.lake import Lake
-from lakehouse.core.landing import list_landing_files
 
 log = logging.getLogger("lakehouse")
 
@@ -250,13 +247,23 @@ def table_rows(lake: Lake, layer: str, table: str) -> int | None:
     return None if stats is None else stats[0]
 
 
-def landed_rows(lake: Lake, source: str) -> int:
-    """Data rows in the landed files (the files' own count, independent of bronze)."""
-    total = 0
-    for file in list_landing_files(lake, source):
-        if file.name.endswith(".csv") and not lake.is_s3:
-            total += pl.scan_csv(file.uri, infer_schema=False).select(pl.len()).collect().item()
-    return total
+def landed_rows(lake: Lake, source: Contract | str) -> int:
+    """Data rows in the landed files, as bronze's reader counts them (rejected files: 0).
+
+    A file whose latest ingest-ledger row is for its current bytes (same size and version)
+    counts that row's `rows`, what bronze read; any other file is read with bronze's reader
+    (`.gz`, blank lines, bad lines and junk counted as bronze would count them)."""
+    from lakehouse.core.bronze import landed_row_counts
+
+    contract = source if isinstance(source, Contract) else _contract(source)
+    return sum(landed_row_counts(lake, contract).values())
+
+
+def _contract(name: str) -> Contract:
+    for contract in load_contracts():
+        if contract.name == name:
+            return contract
+    raise LakehouseError(f"no contract for source `{name}`")
 
 
 def summary_table(lake: Lake) -> str:
@@ -267,7 +274,7 @@ def summary_table(lake: Lake) -> str:
     ]
     for c in load_contracts():
         cells = [
-            landed_rows(lake, c.name),
+            landed_rows(lake, c),
             table_rows(lake, "bronze", c.name),
             table_rows(lake, "silver", c.name),
             table_rows(lake, "quarantine", c.name) or 0,

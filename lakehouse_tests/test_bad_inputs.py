@@ -56,6 +56,8 @@ class Case:
     good_dest: str = "silver"
     """Where the 20 good rows of the case's main file end (`silver` or `held`)."""
     blocked_by: str | None = None
+    good: int = GOOD
+    """How many good rows the case's main file has."""
 
 
 def main(day: str, *bad: str, **kw: str) -> dict[str, bytes]:
@@ -202,7 +204,34 @@ CASES = [
         "empty-file",
         "orders",
         lambda d: main(d) | {"empty.csv": b""},
-        {("empty.csv", 0): ("rejected", "empty")},
+        {("empty.csv", 0): ("rejected", "empty file")},
+    ),
+    Case(
+        # one short and one long line: the byte counts balance, polars fails on the file
+        "compensating-bad-lines",
+        "orders",
+        lambda d: {
+            "orders.csv": orders_file(
+                d, f"{d}-s,c1,{d}T12:00:00,s1,100,6", order(f"{d}-l", d) + ",7", good=3 * GOOD
+            )
+        },
+        {
+            ("orders.csv", 3 * GOOD + 1): (Q, "parseable"),
+            ("orders.csv", 3 * GOOD + 2): (Q, "parseable"),
+        },
+        good=3 * GOOD,
+    ),
+    Case(
+        "million-character-value",
+        "orders",
+        lambda d: main(d, order(f"{d}-x", d, subtotal="a" * 1_000_000)),
+        {("orders.csv", ROW): (Q, "subtotal:castable")},
+    ),
+    Case(
+        "blank-lines-gzip",
+        "orders",
+        lambda d: {"orders.csv.gz": gzip.compress(orders_file(d).replace(b"\n", b"\n\n", 5))},
+        {},
     ),
 ]
 # Items and products cases ride on day 0, whose orders are all good.
@@ -271,6 +300,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     for i, case in enumerate(CASES):
         for name, data in case.files(case_day(i)).items():
             deliver(root, case.source, case_day(i), name, data)
+    deliver(root, "orders", "2024-02-30", "orders.csv", orders_file("2024-02-30"))
     lake = Lake(str(root))
     dates = [d0] + [case_day(i) for i in range(len(CASES) + 1)]
     for source in ("stores", "customers", "products", "orders", "items"):
@@ -344,10 +374,11 @@ def test_every_row_ends_where_expected(built: Built, i: int, case: Case) -> None
             assert rejected.get_column("sha256")[0]
     # the case's good rows
     if case.source == "orders" and case.good_dest != "none":
-        main_path = file_path(case, i, "orders.csv")
+        main = "orders.csv.gz" if case.kind == "blank-lines-gzip" else "orders.csv"
+        main_path = file_path(case, i, main)
         good = silver.filter(pl.col("_source_file") == main_path)
         held = case.good_dest == "held"
-        expected = 0 if held else GOOD + sum(d == "silver" for d, _ in case.expect.values())
+        expected = 0 if held else case.good + sum(d == "silver" for d, _ in case.expect.values())
         assert good.height == expected
     if case.blocked_by:
         partition = file_path(case, i, "x").split("/")[1]
@@ -402,3 +433,43 @@ def test_no_bad_row_is_visible_in_silver_or_gold(built: Built) -> None:
         f"i{n}" for n in range(2 * GOOD)
     }
     assert "MER-001" not in built.silver["products"].get_column("sku").to_list()
+
+
+def test_a_long_value_is_cut_in_its_message(built: Built) -> None:
+    i = next(i for i, c in enumerate(CASES) if c.kind == "million-character-value")
+    row = built.quarantine["orders"].filter(pl.col("id") == f"{case_day(i)}-x")
+    assert row.get_column("subtotal").str.len_chars().to_list() == [1_000_000]  # kept as landed
+    (message,) = row.get_column("_errors").to_list()[0]
+    assert message.startswith("column `subtotal`: `" + "a" * 200 + "…` (1000000 characters)")
+    assert len(message) < 400
+
+
+def test_landed_rows_count_what_bronze_read_and_nothing_crashes(built: Built) -> None:
+    from lakehouse.cli import landed_rows, summary_table
+    from lakehouse.core import landing
+    from lakehouse.defs.runs import landed_dates
+
+    lake = built.lake
+    bronze = pl.read_delta(lake.table_uri("bronze", "orders"))
+    assert landed_rows(lake, "orders") == bronze.height  # .gz, blank lines, junk, empty: as bronze
+    table = summary_table(lake)  # an empty, a binary and a broken gzip file landed: no crash
+    assert f"{'orders':<12}{bronze.height:>10}{bronze.height:>10}" in table
+    # the misnamed folder: not a landing date, recorded once, whatever lists it how often
+    assert "2024-02-30" not in landed_dates(lake)
+    landing._reported.clear()
+    landed_dates(lake)
+    folder = system.read_table(lake, "rejected_files").filter(pl.col("path") == "orders/2024-02-30")
+    assert folder.height == 1
+    assert "not a valid landing date" in folder.get_column("reason")[0]
+    assert bronze.filter(pl.col("_landing_date") == "2024-02-30").height == 0
+
+
+def test_landed_rows_reads_files_bronze_has_not_loaded(tmp_path) -> None:
+    from lakehouse.cli import landed_rows
+
+    day = "2024-05-01"
+    deliver(tmp_path, "orders", day, "a.csv.gz", gzip.compress(orders_file(day)))
+    deliver(tmp_path, "orders", day, "b.csv", orders_file(day).replace(b"\n", b"\n\n", 3))
+    deliver(tmp_path, "orders", day, "empty.csv", b"")
+    deliver(tmp_path, "orders", day, "junk.csv", b"\x00\x01\x02" * 10)
+    assert landed_rows(Lake(str(tmp_path)), "orders") == 2 * GOOD

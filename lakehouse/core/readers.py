@@ -42,7 +42,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from lakehouse.core.contract import FileFormat
+from lakehouse.core.contract import DEFAULT_NULL_VALUES, FileFormat
 from lakehouse.core.errors import LandingFileError
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,11 @@ def collected(
         for single in group.split():
             yield from collected(single, query)
         return
-    log.info("fast read of %s failed (%s): reading it record by record", group.paths[0], error)
+    log.info(
+        "fast read of %s failed (%s): reading it record by record",
+        group.paths[0],
+        error_reason(error),
+    )
     try:
         careful = group.careful()
     except LandingFileError as exc:
@@ -326,7 +330,7 @@ def _scan_many(paths: Sequence[Path], fmt: FileFormat) -> pl.LazyFrame:
             infer_schema=False,
             separator=fmt.delimiter,
             quote_char=fmt.quote_char or None,
-            null_values=list(fmt.null_values),
+            null_values=list(DEFAULT_NULL_VALUES),
             include_file_paths=FILE_COLUMN,
             raise_if_empty=True,
         )
@@ -377,7 +381,7 @@ def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
             infer_schema=False,
             separator=fmt.delimiter,
             quote_char=fmt.quote_char or None,
-            null_values=list(fmt.null_values),
+            null_values=list(DEFAULT_NULL_VALUES),
             row_index_name=ROW_NUMBER,
             row_index_offset=1,
             raise_if_empty=True,
@@ -715,7 +719,7 @@ def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: 
     the first line alone is the defect (an unclosed quote) and the next lines are read again.
     """
     quote = fmt.quote_char
-    nulls = set(fmt.null_values)
+    nulls = set(DEFAULT_NULL_VALUES)
     records = _Records(spill, header)
     with path.open("rb") as fh:
         lines = _Lines(fh)
@@ -789,7 +793,11 @@ def _read_ndjson(path: Path, display_path: str, spill: _Spill) -> tuple[pl.LazyF
         frame.select(pl.len()).collect()
         return frame, True
     except pl.exceptions.PolarsError as exc:
-        log.info("polars cannot read %s (%s): reading it record by record", display_path, exc)
+        log.info(
+            "polars cannot read %s (%s): reading it record by record",
+            display_path,
+            error_reason(exc),
+        )
     return _parse_ndjson_carefully(path, spill).frame(display_path, "ndjson"), False
 
 

@@ -266,15 +266,43 @@ class GoldRun:
     """A gold run silver's pending changes call for."""
 
     assets_def: dg.AssetsDefinition
+    keys: list[dg.AssetKey]
+    """The marts to build: those whose every silver source exists."""
     tags: dict[str, str]
     run_key: str
+
+
+def buildable_marts(lake: Lake, assets_def: dg.AssetsDefinition) -> list[dg.AssetKey]:
+    """The marts of `assets_def` whose every silver source has a contract and a table.
+
+    Gold is the team's dbt project: a mart over a source this lake does not have (the demo's
+    Jaffle Shop marts in a lake of other sources, or before the first delivery) is not built.
+    """
+    from lakehouse.core import delta
+    from lakehouse.core.contract import load_contracts
+
+    contracts = {c.name for c in load_contracts()}
+    present = {
+        source
+        for source in silver_sources(assets_def)
+        if source in contracts
+        and delta.open_table(lake, lake.table_uri("silver", source)) is not None
+    }
+    return [
+        key
+        for key in sorted(assets_def.keys, key=lambda k: k.to_user_string())
+        if all(
+            dep.path[-1] in present for dep in assets_def.asset_deps[key] if dep.path[0] == "silver"
+        )
+    ]
 
 
 def pending_gold_runs(lake: Lake) -> list[GoldRun]:
     """The gold runs that would take in silver's changes not yet built: none when nothing changed."""
     runs = []
+    daily_keys = buildable_marts(lake, gold_daily_marts)
     daily = follow.pending(lake, DAILY_CONSUMER, silver_sources(gold_daily_marts))
-    if not daily.empty:
+    if daily_keys and not daily.empty:
         keys = daily_partitions.get_partition_keys()
         if daily.whole or not daily.dates:
             first, last = keys[0], keys[-1]
@@ -284,6 +312,7 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
         runs.append(
             GoldRun(
                 gold_daily_marts,
+                daily_keys,
                 {
                     TRIGGER_TAG: SILVER_CHANGES,
                     "dagster/asset_partition_range_start": first,
@@ -292,11 +321,13 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
                 f"{DAILY_CONSUMER}:{json.dumps(daily.versions, sort_keys=True)}",
             )
         )
+    whole_keys = buildable_marts(lake, gold_marts)
     whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
-    if not whole.empty:
+    if whole_keys and not whole.empty:
         runs.append(
             GoldRun(
                 gold_marts,
+                whole_keys,
                 {TRIGGER_TAG: SILVER_CHANGES},
                 f"{WHOLE_CONSUMER}:{json.dumps(whole.versions, sort_keys=True)}",
             )

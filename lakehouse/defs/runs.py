@@ -111,7 +111,7 @@ def materialize_landed(
         results.append(
             dg.materialize(
                 assets,
-                selection=list(run.assets_def.keys),
+                selection=run.keys,
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,

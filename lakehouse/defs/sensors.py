@@ -81,7 +81,13 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
     ) -> dg.SensorResult:
         the_lake = lake.lake()
         client = s3.get_client() if the_lake.is_s3 else None
-        listing = [f for s in sources for f in list_landing_files(the_lake, s, client=client)]
+        # A folder that is not a landing date is skipped (warned once, recorded as rejected):
+        # it never stops the tick for the other folders and sources.
+        listing = [
+            f
+            for s in sources
+            for f in list_landing_files(the_lake, s, client=client, warn=context.log.warning)
+        ]
         result = scan(
             listing,
             Ledger.decode(context.cursor),
@@ -120,9 +126,7 @@ def gold_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
         context.log.info(f"{len(runs)} gold run(s) for silver's changes")
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(
-                run_key=run.run_key, asset_selection=list(run.assets_def.keys), tags=run.tags
-            )
+            dg.RunRequest(run_key=run.run_key, asset_selection=run.keys, tags=run.tags)
             for run in runs
         ]
     )

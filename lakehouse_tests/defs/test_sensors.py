@@ -176,3 +176,37 @@ def test_a_tick_over_10k_files_is_fast(tmp_path: Path) -> None:
     started = time.perf_counter()
     assert requested(tick(lake, first.cursor)) == []
     print(f"10k-file ticks: first {elapsed:.2f}s, second {time.perf_counter() - started:.2f}s")
+
+
+def test_a_misnamed_folder_is_skipped_recorded_once_and_stops_nothing(tmp_path: Path) -> None:
+    from lakehouse.core import landing, system
+
+    lake = Lake(str(tmp_path))
+    deliver(lake, "orders", "2024-02-29", "a.csv", orders_csv("2024-02-29", range(2)))
+    deliver(lake, "orders", "2024-02-30", "a.csv", orders_csv("2024-02-30", range(3)))
+    deliver(lake, "orders", "archive", "old.csv", orders_csv("2024-01-01", range(1)))
+    deliver(lake, "items", "2024-03-01", "a.csv", "id,order_id,sku\ni1,o1,p1\n")
+    first = tick(lake, None)
+    assert requested(first) == [("2024-02-29", "2024-03-01", ["items", "orders"])]
+    assert int(first.run_requests[0].tags["lakehouse/files"]) == 2
+    rejected = system.read_table(lake, "rejected_files").sort("path")
+    assert rejected.select("source", "path", "landing_date", "rows").rows() == [
+        ("orders", "orders/2024-02-30", "2024-02-30", 0),
+        ("orders", "orders/archive", "archive", 0),
+    ]
+    assert "not a valid landing date" in rejected.get_column("reason")[0]
+    assert "day is out of range" in rejected.get_column("reason")[0]
+    # later ticks, even in a new process (its warnings not yet given), add no second row
+    assert requested(tick(lake, first.cursor)) == []
+    landing._reported.clear()
+    assert requested(tick(lake, first.cursor)) == []
+    assert system.read_table(lake, "rejected_files").height == 2
+    # the bronze run the sensor asked for loads the valid folders
+    result = dg.materialize(
+        [BRONZE_ORDERS],
+        partition_key="2024-02-29",
+        resources={"lake": LakeResource(root=lake.root)},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert pl.read_delta(lake.table_uri("bronze", "orders")).height == 2
