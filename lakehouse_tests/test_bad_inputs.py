@@ -372,6 +372,14 @@ def test_every_row_ends_where_expected(built: Built, i: int, case: Case) -> None
             rejected = built.rejected.filter(pl.col("path") == path)
             assert rejected.height == 1 and reason in rejected.get_column("reason")[0]
             assert rejected.get_column("sha256")[0]
+            # and the date's `files_rejected` check fails, naming the file
+            check = built.dq.filter(
+                pl.col("source") == case.source,
+                pl.col("partition") == path.split("/")[1],
+                pl.col("check") == "files_rejected",
+            )
+            assert check.height == 1 and not check.get_column("passed")[0]
+            assert path in check.get_column("detail")[0]
     # the case's good rows
     if case.source == "orders" and case.good_dest != "none":
         main = "orders.csv.gz" if case.kind == "blank-lines-gzip" else "orders.csv"

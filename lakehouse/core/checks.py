@@ -20,7 +20,9 @@ CHECK_SCHEMA_DRIFT = "schema_drift"
 CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
 CHECK_SILVER_MATCHES_BRONZE = "silver_matches_bronze"
 CHECK_RECONCILIATION = "reconciliation"
+CHECK_FILES_REJECTED = "files_rejected"
 SILVER_CHECKS = (
+    CHECK_FILES_REJECTED,
     CHECK_ROW_RULES,
     CHECK_REFERENCES,
     CHECK_QUARANTINE_RATIO,
@@ -81,6 +83,8 @@ class PartitionAudit:
     """Valid rows that lost to a later version of their key from another landing date."""
     accepted: int = 0
     """Valid rows that are silver's row of their key."""
+    files_rejected: list[str] = field(default_factory=list)
+    """Landed files of the date that could not be read (`path: reason`)."""
     held: int = 0
     """Valid rows not published: the date is blocked, or the key they reference is held."""
     hold_reason: str = ""
@@ -124,6 +128,14 @@ def batch_rules(
             f"{audit.references_failed + audit.references_warned} of {rows} rows reference a key "
             f"missing from silver ({audit.references_failed} quarantined, "
             f"{audit.references_warned} kept: on_missing warn)",
+        ),
+        CheckOutcome(
+            CHECK_FILES_REJECTED,
+            date,
+            not audit.files_rejected,
+            len(audit.files_rejected),
+            len(audit.files_rejected),
+            "; ".join(audit.files_rejected) or "every landed file of the date could be read",
         ),
         volume(contract, date, rows, counts),
         CheckOutcome(

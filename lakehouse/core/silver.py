@@ -122,10 +122,17 @@ def contract_fingerprint(contract: Contract) -> str:
     return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
 
 
-def _fingerprints(contract: Contract, ledger: pl.DataFrame, dates: Sequence[str]) -> dict[str, str]:
-    """Per landing date: a hash of the contract and of every file version loaded for the date."""
+def _fingerprints(
+    contract: Contract,
+    ledger: pl.DataFrame,
+    dates: Sequence[str],
+    rejected: dict[str, list[dict]] | None = None,
+) -> dict[str, str]:
+    """Per landing date: a hash of the contract and of every file version loaded (or rejected)."""
     base = contract_fingerprint(contract)
     files: dict[str, list[str]] = {d: [] for d in dates}
+    for date, rows in (rejected or {}).items():
+        files.setdefault(date, []).extend(f"{r['path']}:{r['sha256']}:rejected" for r in rows)
     for path, date, sha, rows in ledger.select(
         "path", "landing_date", "sha256", "rows"
     ).iter_rows():
@@ -166,7 +173,9 @@ def load_silver(
     blocked_before = {d for d, s in previous.items() if s["status"] == "blocked"}
     blocked_before |= system.blocked_dates(lake, "silver", contract.name) - set(dates)
     for chunk in _chunks(counts, todo):
-        _load_chunk(lake, contract, chunk, run_id, result, counts, ledger, blocked_before)
+        _load_chunk(
+            lake, contract, chunk, run_id, result, counts, ledger, blocked_before, triage.rejected
+        )
     _record(lake, contract, result, previous, triage.fingerprints, run_id)
     return result
 
@@ -179,18 +188,20 @@ class _Triage:
     ledger: pl.DataFrame
     fingerprints: dict[str, str]
     previous: dict[str, dict]
+    rejected: dict[str, list[dict]]
 
 
 def _triage(lake: Lake, contract: Contract, dates: list[str], *, reprocess: bool) -> _Triage:
     """Which dates to evaluate: those with rows whose inputs or last outcome call for it."""
     counts = _bronze_counts(lake, contract)
     ledger = system.latest_ledger(lake, contract.name, dates)
-    fingerprints = _fingerprints(contract, ledger, dates)
+    rejected = system.rejected_now(lake, contract.name, dates)
+    fingerprints = _fingerprints(contract, ledger, dates, rejected)
     previous = system.latest_states(lake, "silver", contract.name, dates)
     todo, skipped = [], {}
     for date in dates:
         before = previous.get(date)
-        if not counts.get(date) and before is None:
+        if not counts.get(date) and before is None and date not in rejected:
             skipped[date] = PartitionAudit(date, unchanged=True)
         elif (
             not reprocess
@@ -201,7 +212,7 @@ def _triage(lake: Lake, contract: Contract, dates: list[str], *, reprocess: bool
             skipped[date] = _from_state(date, before)
         else:
             todo.append(date)
-    return _Triage(todo, skipped, counts, ledger, fingerprints, previous)
+    return _Triage(todo, skipped, counts, ledger, fingerprints, previous, rejected)
 
 
 def dates_to_evaluate(lake: Lake, contract: Contract, landing_dates: Sequence[str]) -> list[str]:
@@ -372,6 +383,7 @@ def _load_chunk(
     counts: dict[str, int],
     ledger: pl.DataFrame,
     blocked_before: set[str],
+    rejected: dict[str, list[dict]],
 ) -> None:
     bronze = delta.scan(
         lake,
@@ -385,6 +397,9 @@ def _load_chunk(
     for date, rows in ledger.group_by("landing_date").agg(pl.col("rows").sum()).iter_rows():
         if date in audits:
             audits[date].landed = int(rows or 0)
+    for date, files in rejected.items():
+        if date in audits:
+            audits[date].files_rejected = [f"`{f['path']}`: {f['reason']}" for f in files]
     if batch.is_empty():
         for audit in audits.values():
             batch_rules(contract, audit, [], counts)

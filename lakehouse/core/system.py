@@ -118,12 +118,31 @@ def latest_outcomes(lake: Lake, source: str, landing_dates: Sequence[str]) -> di
         frames.append(
             frame.filter(
                 pl.col("source") == source, pl.col("landing_date").is_in(list(landing_dates))
-            ).select("path", "size", "version", "sha256", "reader", "ingested_at")
+            ).select(
+                "path",
+                "landing_date",
+                "size",
+                "version",
+                "sha256",
+                "reader",
+                "ingested_at",
+                "reason",
+                pl.lit(table == REJECTED_FILES).alias("rejected"),
+            )
         )
     if not frames:
         return {}
     rows = pl.concat(frames).sort("ingested_at").group_by("path").last().collect()
     return {row["path"]: row for row in rows.iter_rows(named=True)}
+
+
+def rejected_now(lake: Lake, source: str, landing_dates: Sequence[str]) -> dict[str, list[dict]]:
+    """Per landing date: the files of `source` whose latest outcome is a rejection."""
+    out: dict[str, list[dict]] = {}
+    for row in latest_outcomes(lake, source, landing_dates).values():
+        if row["rejected"]:
+            out.setdefault(row["landing_date"], []).append(row)
+    return out
 
 
 def record_dq_results(lake: Lake, rows: Sequence[dict]) -> None:

@@ -21,6 +21,8 @@ from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
 _CHECK_DESCRIPTIONS = {
+    "files_rejected": "Landed files of the landing date that could not be read at all "
+    "(`_system/rejected_files` has each file's reason).",
     "row_rules": "Rows failing a row rule (parseable, type, null, range, allowed values, pattern, "
     "foreign key) are quarantined with every reason.",
     "references": "Rows whose foreign key (contract `references`) is missing from the referenced "
