@@ -72,3 +72,12 @@ def test_a_lake_without_the_demo_sources_materializes_green(
     quarantine = pl.read_delta(lake.table_uri("quarantine", "readings"))
     assert quarantine.select("sensor", "celsius").rows() == [("s1", "999")]
     assert not (root / "lake" / "gold").exists()
+
+
+def test_a_file_landed_before_the_first_partition_is_a_clear_error(tmp_path: Path) -> None:
+    from lakehouse.core.errors import ConfigError
+    from lakehouse.defs.runs import landed_dates
+
+    deliver(tmp_path, "orders", "2013-01-01", "old.csv", text(["id", "x"]))
+    with pytest.raises(ConfigError, match=r"orders/2013-01-01/old.csv.*LAKEHOUSE_START_DATE"):
+        landed_dates(Lake(str(tmp_path)))

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -153,6 +153,8 @@ class Contract:
     freshness_fail_after: timedelta | None = None
     freshness_warn_after: timedelta | None = None
     retention_days: int | None = None
+    since: str | None = None
+    """The first landing date the source has data for (the daily partitions start there)."""
 
     @property
     def silver_columns(self) -> tuple[str, ...]:
@@ -230,6 +232,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "checks",
             "freshness",
             "retention",
+            "since",
         },
     )
     name = reader.name(raw, "name")
@@ -288,8 +291,16 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
     if retention_days is not None and (not isinstance(retention_days, int) or retention_days < 1):
         raise ContractError(path, "retention.days", "must be a positive whole number of days")
 
+    since = raw.get("since")
+    if since is not None:
+        try:
+            since = date.fromisoformat(str(since)).isoformat()
+        except ValueError:
+            raise ContractError(path, "since", f"`{since}` is not a date (YYYY-MM-DD)") from None
+
     return Contract(
         name=name,
+        since=since,
         description=reader.text(raw, "description"),
         owner=reader.text(raw, "owner"),
         columns=columns,

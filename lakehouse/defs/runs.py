@@ -14,10 +14,12 @@ import dagster as dg
 
 from lakehouse.core.bronze import files_to_load
 from lakehouse.core.contract import load_contracts
+from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
 from lakehouse.core.silver import dates_to_evaluate
 from lakehouse.defs.gold import pending_gold_runs
+from lakehouse.defs.partitions import daily_partitions
 from lakehouse.defs.recovery import process_tags
 from lakehouse.defs.sources import REPROCESS_TAG
 
@@ -25,10 +27,25 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def landed_dates(lake: Lake) -> list[str]:
-    """Every landing date that holds at least one file, over all contracted sources."""
-    return sorted(
-        {f.landing_date for c in load_contracts() for f in list_landing_files(lake, c.name)}
+    """Every landing date that holds at least one file, over all contracted sources.
+
+    Raises:
+        ConfigError: a file landed before the first daily partition (it names the file).
+    """
+    files = [f for c in load_contracts() for f in list_landing_files(lake, c.name)]
+    early = sorted(
+        (f for f in files if f.landing_date < daily_partitions.start.strftime("%Y-%m-%d")),
+        key=lambda f: f.relative_path,
     )
+    if early:
+        msg = (
+            f"landing file `{early[0].relative_path}` (and {len(early) - 1} more) is dated before "
+            f"the first daily partition `{daily_partitions.start:%Y-%m-%d}`: set `since:` in the "
+            f"contract of `{early[0].source}` or LAKEHOUSE_START_DATE to `{early[0].landing_date}` "
+            "or earlier"
+        )
+        raise ConfigError(msg)
+    return sorted({f.landing_date for f in files})
 
 
 def materialize_range(

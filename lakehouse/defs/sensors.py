@@ -19,6 +19,7 @@ from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
 from lakehouse.defs.gold import gold_daily_marts, gold_marts, pending_gold_runs
+from lakehouse.defs.partitions import daily_partitions
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sources import bronze_key
 
@@ -88,6 +89,15 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
             for s in sources
             for f in list_landing_files(the_lake, s, client=client, warn=context.log.warning)
         ]
+        first = daily_partitions.start.strftime("%Y-%m-%d")
+        early = [f for f in listing if f.landing_date < first]
+        if early:
+            context.log.warning(
+                f"{len(early)} landing file(s) dated before the first daily partition `{first}` "
+                f"are not loaded (e.g. `{early[0].relative_path}`): set `since:` in the contract "
+                "or LAKEHOUSE_START_DATE, then reload the code location"
+            )
+            listing = [f for f in listing if f.landing_date >= first]
         result = scan(
             listing,
             Ledger.decode(context.cursor),
