@@ -5,6 +5,7 @@ lakehouse seed --redeliver DATE | --late DATE  a corrected day, or late orders o
 lakehouse materialize                        bronze + silver for every landed date, then gold
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
+lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
+    contract_p = sub.add_parser("contract", help="work with source contracts")
+    contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)
+    draft_p = contract_sub.add_parser(
+        "draft", help="infer a contract from the files landed for SOURCE (written, not overwritten)"
+    )
+    draft_p.add_argument("source", help="the source: files under <root>/landing/SOURCE/<date>/")
+    draft_p.add_argument(
+        "--primary-key", metavar="COLS", help="comma-separated key columns (default: inferred)"
+    )
+    draft_p.add_argument(
+        "--out", metavar="DIR", help="write DIR/SOURCE.yaml (default: the contracts directory)"
+    )
     args = parser.parse_args(argv)
     if args.command == "seed" and (args.redeliver or args.late) and (args.fresh or args.defects):
         parser.error("--redeliver and --late change delivered days: no --fresh or --defects")
@@ -102,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _materialize(lake, args.reprocess)
         if args.command == "replay-quarantine":
             return _replay(lake, args.source)
+        if args.command == "contract":
+            return _draft(lake, args.source, args.primary_key, args.out)
         print(summary_table(lake))
         return 0
     except LakehouseError as exc:
@@ -173,6 +188,17 @@ def _replay(lake: Lake, source: str) -> int:
             else ""
         )
     )
+    return 0
+
+
+def _draft(lake: Lake, source: str, primary_key: str | None, out: str | None) -> int:
+    from lakehouse.core.contract import CONTRACTS_DIR
+    from lakehouse.core.draft import write_draft
+
+    directory = out or os.environ.get("LAKEHOUSE_CONTRACTS") or CONTRACTS_DIR
+    keys = [k.strip() for k in primary_key.split(",") if k.strip()] if primary_key else None
+    path, draft = write_draft(lake, source, directory, primary_key=keys)
+    print(f"Drafted {path}\n{draft.summary}; review the TODOs before materializing")
     return 0
 
 

@@ -30,7 +30,11 @@ def test_full_materialization_with_postgres_instance_storage(
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             results = materialize_all(lake, instance)
-            assert [r.success for r in results] == [True, True]
+            assert [r.success for r in results] == [
+                True,
+                True,
+                True,
+            ]  # chain, daily gold, whole gold
             run_ids = {r.run_id for r in results}
             stored = {r.run_id for r in instance.get_runs()}
             orders = instance.get_latest_materialization_event(dg.AssetKey(["gold", "orders"]))

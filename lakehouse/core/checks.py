@@ -44,6 +44,16 @@ BLOCKING_CHECKS = frozenset(
 )
 BATCH_RULES = frozenset({CHECK_QUARANTINE_RATIO, CHECK_VOLUME, CHECK_SCHEMA_DRIFT})
 """The blocking checks decided before the publish: a date failing one publishes nothing."""
+COUNTS = (
+    "landed",
+    "bronze_rows",
+    "accepted",
+    "quarantined",
+    "duplicates",
+    "superseded",
+    "held",
+)
+"""The row counts of a landing date's evaluation, as `_system` tables store them."""
 VOLUME_MIN_HISTORY = 3
 """The volume check needs this many earlier landing dates with rows before it judges a date."""
 
@@ -95,6 +105,10 @@ class PartitionAudit:
     @property
     def blocked(self) -> bool:
         return any(c.blocking and not c.passed for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        """Where the date's rows ended, by `COUNTS` name (as `_system` stores them)."""
+        return {name: getattr(self, name) for name in COUNTS}
 
     @property
     def status(self) -> str:

@@ -36,6 +36,7 @@ from lakehouse.core.checks import (
     BATCH_RULES,
     CHECK_REFERENCES,
     CHECK_ROW_RULES,
+    COUNTS,
     PartitionAudit,
     batch_rules,
     table_checks,
@@ -222,7 +223,7 @@ def dates_to_evaluate(lake: Lake, contract: Contract, landing_dates: Sequence[st
 
 def _from_state(date: str, state: dict) -> PartitionAudit:
     audit = PartitionAudit(date, unchanged=True)
-    for name in ("landed", "bronze_rows", "quarantined", "duplicates", "superseded", "accepted"):
+    for name in COUNTS:
         setattr(audit, name, int(state.get(name) or 0))
     return audit
 
@@ -247,6 +248,7 @@ def _record(
             and before["outcome"] == outcome
         ):
             continue
+        counts = audit.counts()
         states.append(
             {
                 "layer": "silver",
@@ -255,13 +257,7 @@ def _record(
                 "fingerprint": fingerprints[date],
                 "status": audit.status,
                 "outcome": outcome,
-                "landed": audit.landed,
-                "bronze_rows": audit.bronze_rows,
-                "accepted": audit.accepted,
-                "quarantined": audit.quarantined,
-                "duplicates": audit.duplicates,
-                "superseded": audit.superseded,
-                "held": audit.held,
+                **counts,
                 "detail": audit.hold_reason
                 or "; ".join(c.detail for c in audit.checks if c.blocking and not c.passed),
                 "run_id": run_id,
@@ -279,13 +275,7 @@ def _record(
                 "blocking": c.blocking,
                 "rows_checked": c.rows_checked,
                 "rows_failed": c.rows_failed,
-                "landed": audit.landed,
-                "bronze_rows": audit.bronze_rows,
-                "accepted": audit.accepted,
-                "quarantined": audit.quarantined,
-                "duplicates": audit.duplicates,
-                "superseded": audit.superseded,
-                "held": audit.held,
+                **counts,
                 "detail": c.detail,
                 "checked_at": now,
             }
@@ -299,13 +289,7 @@ def _outcome(audit: PartitionAudit) -> str:
     """A hash of what an evaluation concluded: its counts and each check's verdict."""
     facts = (
         audit.status,
-        audit.landed,
-        audit.bronze_rows,
-        audit.accepted,
-        audit.quarantined,
-        audit.duplicates,
-        audit.superseded,
-        audit.held,
+        tuple(audit.counts().values()),
         tuple((c.check, c.passed, c.rows_failed) for c in audit.checks),
     )
     return hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
