@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse.core import delta
+from lakehouse.core import publish as silver_publish
+from lakehouse.core.contract import Contract, parse_contract
 from lakehouse.core.gold import publish_marts
 from lakehouse.core.lake import Lake
 
@@ -35,31 +38,50 @@ BARRIER_SECONDS = 60
 """A writer that waits longer for the others fails (one crashed): no test hangs on it."""
 
 
+def race_contract(n: int) -> Contract:
+    return parse_contract(
+        {
+            "name": f"race_{n}",
+            "description": "Racing writers.",
+            "owner": "team:test",
+            "primary_key": ["id"],
+            "event_time": "at",
+            "columns": [
+                {"name": "id", "type": "int64", "nullable": False},
+                {"name": "at", "type": "datetime", "nullable": False},
+                {"name": "value", "type": "string"},
+            ],
+        }
+    )
+
+
 def silver_rows() -> pl.DataFrame:
+    """A batch as silver's publish receives it: typed columns plus lineage."""
     return pl.DataFrame(
         {
             "id": list(range(KEYS)),
+            "at": [datetime.fromisoformat(EVENT_DATES[i % len(EVENT_DATES)]) for i in range(KEYS)],
             "value": [f"v{i}" for i in range(KEYS)],
-            "_event_date": [EVENT_DATES[i % len(EVENT_DATES)] for i in range(KEYS)],
+            "_source_file": ["race/2024-01-01/race.csv"] * KEYS,
+            "_row_number": list(range(1, KEYS + 1)),
+            "_landing_date": ["2024-01-01"] * KEYS,
         }
     )
 
 
 def merge_writer(root: str, barrier: Any) -> None:
-    """Each round, MERGE the same keys into that round's new table `race_<round>`."""
+    """Each round, publish the same keys into that round's new silver table `race_<round>`."""
     lake = Lake(root)
-    rows = silver_rows()
-    predicate = f"{delta.in_predicate('t._event_date', EVENT_DATES)} AND t.id = s.id"
     for n in range(ROUNDS):
+        contract = race_contract(n)
+        rows = silver_publish.prepare(contract, silver_rows())
         barrier.wait(BARRIER_SECONDS)
-        delta.merge(
+        silver_publish.publish(
             lake,
-            lake.table_uri("silver", f"race_{n}"),
+            contract,
             rows,
-            predicate=predicate,
-            update_predicate="s.value >= t.value",
-            partition_by=["_event_date"],
-            step="race",
+            ["2024-01-01"],
+            fallback=lambda keys: pl.DataFrame(),
             run_id="race",
         )
 

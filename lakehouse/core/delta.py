@@ -1,5 +1,6 @@
-"""Delta Lake I/O shared by every layer: existence, versions, pruned scans, replace-where, MERGE,
-and commits of data files a layer wrote itself."""
+"""Delta Lake I/O shared by every layer: existence, versions, pruned scans, race-safe creation,
+replace-where, appends, and commits of data files a layer wrote itself (silver's MERGE is in
+`lakehouse.core.publish`)."""
 
 from __future__ import annotations
 
@@ -257,43 +258,6 @@ def append(
         storage_options=lake.storage_options or None,
         commit_properties=commit_properties(**metadata),
         configuration=TABLE_PROPERTIES,
-    )
-
-
-@retry_conflicts
-def merge(
-    lake: Lake,
-    uri: str,
-    data: pl.DataFrame,
-    *,
-    predicate: str,
-    update_predicate: str | None = None,
-    partition_by: Sequence[str] | None = None,
-    evolve_schema: bool = False,
-    **metadata: Any,
-) -> dict[str, Any]:
-    """Upsert `data` (alias `s`) into the table (alias `t`): update matches, insert the rest.
-
-    Creates the table (empty, `create_table`) on the first write, then merges into it: first
-    writers racing each other conflict and rerun like any concurrent MERGE, so every key lands
-    once. Returns delta-rs's merge metrics.
-    """
-    source = data.to_arrow()
-    table = open_table(lake, uri) or create_table(
-        lake, uri, source.schema, partition_by=partition_by, **metadata
-    )
-    return (
-        table.merge(
-            source,
-            predicate=predicate,
-            source_alias="s",
-            target_alias="t",
-            merge_schema=evolve_schema,
-            commit_properties=commit_properties(**metadata),
-        )
-        .when_matched_update_all(predicate=update_predicate)
-        .when_not_matched_insert_all()
-        .execute()
     )
 
 
