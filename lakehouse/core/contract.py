@@ -24,6 +24,7 @@ CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
 """The contracts shipped with the project (the Jaffle Shop feed); `LAKEHOUSE_CONTRACTS` overrides."""
 
 FORMATS = ("csv", "ndjson", "json", "parquet")
+DELIVERIES = ("events", "snapshot")
 DRIFT_POLICIES = ("evolve", "rescue", "freeze")
 PII_CLASSES = ("none", "name", "email", "phone", "address", "identifier", "free_text")
 COLUMN_CHECKS = ("ge", "gt", "le", "lt", "isin", "str_matches", "str_length")
@@ -149,6 +150,8 @@ class Contract:
     event_time: str | None = None
     ordering: str | None = None
     schema_drift: Literal["evolve", "rescue", "freeze"] = "rescue"
+    delivery: Literal["events", "snapshot"] = "events"
+    """`snapshot`: each delivery is the source's whole state; silver holds the latest one."""
     checks: BatchChecks = field(default_factory=BatchChecks)
     freshness_fail_after: timedelta | None = None
     freshness_warn_after: timedelta | None = None
@@ -233,6 +236,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "freshness",
             "retention",
             "since",
+            "delivery",
         },
     )
     name = reader.name(raw, "name")
@@ -298,9 +302,14 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         except ValueError:
             raise ContractError(path, "since", f"`{since}` is not a date (YYYY-MM-DD)") from None
 
+    delivery = raw.get("delivery", "events")
+    if delivery not in DELIVERIES:
+        raise ContractError(path, "delivery", f"`{delivery}` is not one of {', '.join(DELIVERIES)}")
+
     return Contract(
         name=name,
         since=since,
+        delivery=delivery,
         description=reader.text(raw, "description"),
         owner=reader.text(raw, "owner"),
         columns=columns,

@@ -200,9 +200,13 @@ def _triage(lake: Lake, contract: Contract, dates: list[str], *, reprocess: bool
     fingerprints = _fingerprints(contract, ledger, dates, rejected)
     previous = system.latest_states(lake, "silver", contract.name, dates)
     todo, skipped = [], {}
+    latest = latest_snapshot(contract, counts)
     for date in dates:
         before = previous.get(date)
         if not counts.get(date) and before is None and date not in rejected:
+            skipped[date] = PartitionAudit(date, unchanged=True)
+        elif latest is not None and date < latest:
+            # a snapshot source: only the latest delivery is the source's state
             skipped[date] = PartitionAudit(date, unchanged=True)
         elif (
             not reprocess
@@ -214,6 +218,14 @@ def _triage(lake: Lake, contract: Contract, dates: list[str], *, reprocess: bool
         else:
             todo.append(date)
     return _Triage(todo, skipped, counts, ledger, fingerprints, previous, rejected)
+
+
+def latest_snapshot(contract: Contract, counts: dict[str, int]) -> str | None:
+    """For a `delivery: snapshot` source, its latest landing date holding rows; else None."""
+    if contract.delivery != "snapshot":
+        return None
+    held = [d for d, n in counts.items() if n]
+    return max(held) if held else None
 
 
 def dates_to_evaluate(lake: Lake, contract: Contract, landing_dates: Sequence[str]) -> list[str]:
@@ -463,12 +475,19 @@ def _load_chunk(
 
     frozen = _typed_keys(contract, waiting.filter(~pl.col(LANDING_DATE).is_in(blocked)))
     exclude = set(dates) | blocked_before | set(blocked)
+    stale = open_dates
+    fallback = lambda keys: _older_versions(lake, contract, keys, exclude)  # noqa: E731
+    if contract.delivery == "snapshot" and open_dates:
+        # The latest snapshot is the whole state: every row of an earlier one is stale, and a key
+        # it lacks leaves silver (no older version stands in for it).
+        stale = [d for d in counts if d <= max(open_dates)]
+        fallback = lambda keys: pl.DataFrame()  # noqa: E731
     published = publish(
         lake,
         contract,
         prepare(contract, winners),
-        open_dates,
-        fallback=lambda keys: _older_versions(lake, contract, keys, exclude),
+        stale,
+        fallback=fallback,
         frozen=frozen,
         run_id=run_id,
     )

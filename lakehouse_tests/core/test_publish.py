@@ -147,3 +147,42 @@ def test_a_warn_only_reference_publishes_and_counts(
     assert (audit.quarantined, audit.references_warned, audit.accepted) == (0, 1, 2)
     check = next(c for c in audit.checks if c.check == "references")
     assert not check.passed and not check.blocking and "1 kept" in check.detail
+
+
+def test_a_snapshot_source_holds_its_latest_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from lakehouse.core.contract import CONTRACTS_DIR
+
+    contracts = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    products_yaml = contracts / "products.yaml"
+    products_yaml.write_text(
+        products_yaml.read_text().replace(
+            "primary_key: [sku]", "primary_key: [sku]\ndelivery: snapshot"
+        )
+    )
+    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))
+    products = next(c for c in load_contracts() if c.name == "products")
+    root = tmp_path / "root"
+    header = "sku,name,type,price,description"
+    snapshots = {
+        D1: ["A,a,jaffle,100,", "B,b,beverage,200,"],
+        D2: ["A,a,jaffle,150,", "C,c,jaffle,300,"],  # A repriced, B withdrawn, C new
+        D3: ["A,a,jaffle,-1,", "C,c,jaffle,300,"],  # broken: blocked (max_quarantine_ratio 0)
+    }
+    lake = Lake(str(root))
+    expected = {
+        D1: {"A": 100, "B": 200},
+        D2: {"A": 150, "C": 300},
+        D3: {"A": 150, "C": 300},  # the blocked snapshot leaves the last good one
+    }
+    for day, rows in snapshots.items():
+        deliver(root, "products", day, "products.csv", text([header, *rows]))
+        load_bronze(lake, products, [day], run_id="test")
+        result = load_silver(lake, products, [D1, D2, D3], run_id="test")
+        silver = pl.read_delta(lake.table_uri("silver", "products"))
+        assert dict(silver.select("sku", "price").iter_rows()) == expected[day], day
+    assert result.blocked_dates == [D3]
