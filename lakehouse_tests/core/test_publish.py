@@ -117,22 +117,32 @@ def test_a_retracted_winner_falls_back_to_an_older_version(lake: Lake) -> None:
     assert "x1" in got and len(got) == 6
 
 
-def test_a_warn_only_reference_publishes_and_counts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def edit_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, old: str, new: str
 ) -> None:
+    """Use a copy of the shipped contracts in which `source`'s contract has `old` replaced."""
     import shutil
 
     from lakehouse.core.contract import CONTRACTS_DIR
 
     contracts = tmp_path / "contracts"
     shutil.copytree(CONTRACTS_DIR, contracts)
-    orders_yaml = contracts / "orders.yaml"
-    orders_yaml.write_text(
-        orders_yaml.read_text().replace(
-            "references: customers.id,", "references: customers.id, on_missing: warn,"
-        )
-    )
+    path = contracts / f"{source}.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
     monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))
+
+
+def test_a_warn_only_reference_publishes_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit_contract(
+        tmp_path,
+        monkeypatch,
+        "orders",
+        "references: customers.id,",
+        "references: customers.id, on_missing: warn,",
+    )
     warned = {c.name: c for c in load_contracts()}
     root = tmp_path / "root"
     deliver_reference_data(root, D1)
@@ -152,19 +162,13 @@ def test_a_warn_only_reference_publishes_and_counts(
 def test_a_snapshot_source_holds_its_latest_delivery(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
-    from lakehouse.core.contract import CONTRACTS_DIR
-
-    contracts = tmp_path / "contracts"
-    shutil.copytree(CONTRACTS_DIR, contracts)
-    products_yaml = contracts / "products.yaml"
-    products_yaml.write_text(
-        products_yaml.read_text().replace(
-            "primary_key: [sku]", "primary_key: [sku]\ndelivery: snapshot"
-        )
+    edit_contract(
+        tmp_path,
+        monkeypatch,
+        "products",
+        "primary_key: [sku]",
+        "primary_key: [sku]\ndelivery: snapshot",
     )
-    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))
     products = next(c for c in load_contracts() if c.name == "products")
     root = tmp_path / "root"
     header = "sku,name,type,price,description"
