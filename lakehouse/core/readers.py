@@ -724,15 +724,7 @@ def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: 
     with path.open("rb") as fh:
         lines = _Lines(fh)
         lines.next()  # the header
-        row = 0
-        while (raw := lines.next()) is not None:
-            if not raw.strip():
-                continue
-            row += 1
-            text = _decode(raw)
-            if text is None:
-                records.add_bad(row, _shown(raw), "invalid UTF-8")
-                continue
+        for row, raw, text in _decoded_lines(lines, records):
             joined: list[bytes] = []
             if quote:  # a quoted field may span lines: join until the quotes balance
                 while text.count(quote) % 2 == 1 and len(joined) < MAX_QUOTED_LINES:
@@ -801,19 +793,25 @@ def _read_ndjson(path: Path, display_path: str, spill: _Spill) -> tuple[pl.LazyF
     return _parse_ndjson_carefully(path, spill).frame(display_path, "ndjson"), False
 
 
+def _decoded_lines(lines: _Lines, records: _Records) -> Iterator[tuple[int, bytes, str]]:
+    """(1-based data row, raw bytes, text) of each non-blank line; a line that is not UTF-8 is
+    recorded as a bad record and skipped."""
+    row = 0
+    while (raw := lines.next()) is not None:
+        if not raw.strip():
+            continue
+        row += 1
+        text = _decode(raw)
+        if text is None:
+            records.add_bad(row, _shown(raw), "invalid UTF-8")
+            continue
+        yield row, raw, text
+
+
 def _parse_ndjson_carefully(path: Path, spill: _Spill) -> _Records:
     records = _Records(spill)
-    row = 0
     with path.open("rb") as fh:
-        lines = _Lines(fh)
-        while (raw := lines.next()) is not None:
-            if not raw.strip():
-                continue
-            row += 1
-            text = _decode(raw)
-            if text is None:
-                records.add_bad(row, _shown(raw), "invalid UTF-8")
-                continue
+        for row, _raw, text in _decoded_lines(_Lines(fh), records):
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from lakehouse.core import delta
+from lakehouse.core.checks import COUNTS
 from lakehouse.core.lake import Lake
 
 INGEST_LEDGER = "ingest_ledger"
@@ -41,6 +42,8 @@ _LEDGER_SCHEMA = {
     "reason": pl.String,
     "reader": pl.String,
 }
+_COUNT_COLUMNS = dict.fromkeys(COUNTS, pl.Int64)
+"""A landing date's row counts (`PartitionAudit.counts()`), in every table that reports them."""
 _DQ_SCHEMA = {
     "run_id": pl.String,
     "source": pl.String,
@@ -51,13 +54,7 @@ _DQ_SCHEMA = {
     "blocking": pl.Boolean,
     "rows_checked": pl.Int64,
     "rows_failed": pl.Int64,
-    "landed": pl.Int64,
-    "bronze_rows": pl.Int64,
-    "accepted": pl.Int64,
-    "quarantined": pl.Int64,
-    "duplicates": pl.Int64,
-    "superseded": pl.Int64,
-    "held": pl.Int64,
+    **_COUNT_COLUMNS,
     "detail": pl.String,
     "checked_at": pl.Datetime("us"),
 }
@@ -68,13 +65,7 @@ _STATE_SCHEMA = {
     "fingerprint": pl.String,
     "status": pl.String,
     "outcome": pl.String,
-    "landed": pl.Int64,
-    "bronze_rows": pl.Int64,
-    "accepted": pl.Int64,
-    "quarantined": pl.Int64,
-    "duplicates": pl.Int64,
-    "superseded": pl.Int64,
-    "held": pl.Int64,
+    **_COUNT_COLUMNS,
     "detail": pl.String,
     "run_id": pl.String,
     "recorded_at": pl.Datetime("us"),
