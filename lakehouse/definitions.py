@@ -12,6 +12,7 @@ from dagster_aws.s3 import S3Resource
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
+from lakehouse.defs.alerts import build_alerts_sensor
 from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts
 from lakehouse.defs.resources import LakeResource
@@ -35,7 +36,12 @@ def build_definitions() -> dg.Definitions:
             gold_daily_marts,
             gold_marts,
         ],
-        sensors=[build_landing_sensor(contracts), gold_sensor, automation_sensor],
+        sensors=[
+            build_landing_sensor(contracts),
+            gold_sensor,
+            automation_sensor,
+            build_alerts_sensor(contracts),
+        ],
         # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up
         # each. Runs still run side by side (the run queue), and on Kubernetes each run is a pod.
         executor=dg.in_process_executor,

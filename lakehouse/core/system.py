@@ -90,6 +90,11 @@ def _append(lake: Lake, table: str, frame: pl.DataFrame) -> None:
     delta.compact(lake, uri, max_files=COMPACT_FILES, step=f"compact {table}")
 
 
+def append_rows(lake: Lake, table: str, frame: pl.DataFrame) -> None:
+    """Append to a system table kept by another module (e.g. `alerts`), compacting as above."""
+    _append(lake, table, frame)
+
+
 def record_ingest(lake: Lake, loaded: Sequence[dict], rejected: Sequence[dict]) -> None:
     """Append the files of one bronze load to the ingest ledger and the rejected-files table."""
     for table, rows in ((INGEST_LEDGER, loaded), (REJECTED_FILES, rejected)):
