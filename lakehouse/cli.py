@@ -1,11 +1,12 @@
 """The `lakehouse` command: seed demo data, materialize through Dagster, summarise the tables.
 
-lakehouse seed [--days N] [--defects RATE]   deliver the Jaffle Shop days not yet landed
+lakehouse seed [--days N] [--start DATE]     deliver the Jaffle Shop days not yet landed
 lakehouse seed --redeliver DATE | --late DATE  a corrected day, or late orders of earlier days
 lakehouse materialize                        bronze + silver for every landed date, then gold
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
 lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
+lakehouse extract SOURCE                     land new rows of a database source as a Parquet file
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from lakehouse.core import delta
@@ -59,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start over: delete the local root's landing zone, lake and warehouse",
     )
     seed_p.add_argument(
+        "--start",
+        metavar="DATE",
+        type=_date_arg,
+        help="day 1 of the feed on an empty landing zone (default: --days days before today, "
+        "so the feed ends yesterday)",
+    )
+    seed_p.add_argument(
         "--defects",
         type=float,
         default=0.0,
@@ -83,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
+    extract_p = sub.add_parser(
+        "extract", help="land SOURCE's new rows (a contract with a `source:` block) as Parquet"
+    )
+    extract_p.add_argument("source", help="the source (contract name)")
+    extract_p.add_argument(
+        "--landing-date", metavar="DATE", help="the landing folder to extract into (default: today, UTC)"
+    )
     contract_p = sub.add_parser("contract", help="work with source contracts")
     contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)
     draft_p = contract_sub.add_parser(
@@ -96,8 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", metavar="DIR", help="write DIR/SOURCE.yaml (default: the contracts directory)"
     )
     args = parser.parse_args(argv)
-    if args.command == "seed" and (args.redeliver or args.late) and (args.fresh or args.defects):
-        parser.error("--redeliver and --late change delivered days: no --fresh or --defects")
+    if (
+        args.command == "seed"
+        and (args.redeliver or args.late)
+        and (args.fresh or args.defects or args.start)
+    ):
+        parser.error(
+            "--redeliver and --late change delivered days: no --fresh, --defects or --start"
+        )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -110,11 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _redeliver(lake, args.redeliver)
             if args.late:
                 return _late(lake, args.late)
-            return _seed(lake, 21 if args.days is None else args.days, args.fresh, args.defects)
+            days = 21 if args.days is None else args.days
+            return _seed(lake, days, args.fresh, args.defects, args.start)
         if args.command == "materialize":
             return _materialize(lake, args.reprocess)
         if args.command == "replay-quarantine":
             return _replay(lake, args.source)
+        if args.command == "extract":
+            return _extract(lake, args.source, args.landing_date)
         if args.command == "contract":
             return _draft(lake, args.source, args.primary_key, args.out)
         print(summary_table(lake))
@@ -124,12 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _seed(lake: Lake, days: int, fresh: bool, defects: float) -> int:
+def _date_arg(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a date (YYYY-MM-DD)") from None
+
+
+def _seed(lake: Lake, days: int, fresh: bool, defects: float, start: date | None) -> int:
     from lakehouse.core.seed import clear_local_root, seed
 
     if fresh:
         clear_local_root(lake)
-    result = seed(lake, days=days, defects=defects)
+    result = seed(lake, days=days, defects=defects, start=start)
     feed = f"days 1..{days} of the feed ({result.first_day} .. {result.last_day})"
     kept = f"; {result.skipped} files already landed left untouched" if result.skipped else ""
     if not result.delivered:
@@ -188,6 +220,14 @@ def _replay(lake: Lake, source: str) -> int:
             else ""
         )
     )
+    return 0
+
+
+def _extract(lake: Lake, source: str, landing_date: str | None) -> int:
+    from lakehouse.core.extract import extract
+
+    result = extract(lake, _contract(source), landing_date=landing_date)
+    print(f"Extracted {result.summary}")
     return 0
 
 
@@ -261,10 +301,10 @@ def held_table(lake: Lake) -> str:
     if held.is_empty():
         return ""
     lines = ["", "held back (their rows wait in bronze; fix and materialize again):"]
-    for source, date, status, rows, detail in held.select(
+    for source, day, status, rows, detail in held.select(
         "source", "landing_date", "status", "held", "detail"
     ).iter_rows():
-        lines.append(f"  {source} {date}: {status}, {rows} row(s): {detail}")
+        lines.append(f"  {source} {day}: {status}, {rows} row(s): {detail}")
     return "\n".join(lines)
 
 

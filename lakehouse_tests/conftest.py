@@ -12,6 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+# In-process Dagster definitions read their first daily partition once, at import: tests pin it to
+# a date before every feed they seed (a fresh demo ends yesterday; some tests replay 2018 dates).
+os.environ.setdefault("LAKEHOUSE_START_DATE", "2018-09-01")
+
+
 from lakehouse.core.lake import Lake
 from lakehouse.core.seed import SeedResult, generate_jaffle_shop, seed
 from lakehouse.defs.gold import dbt_resource

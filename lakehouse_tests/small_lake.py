@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import pytest
+
+from lakehouse.core.contract import CONTRACTS_DIR
 
 GOOD = 20
 """Good orders per delivered orders file."""
@@ -68,3 +73,15 @@ def deliver_reference_data(root: Path, day: str) -> None:
             ]
         ),
     )
+
+
+def edit_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, old: str, new: str
+) -> None:
+    """Use a copy of the shipped contracts in which `source`'s contract has `old` replaced."""
+    contracts = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    path = contracts / f"{source}.yaml"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))

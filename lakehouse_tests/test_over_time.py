@@ -147,7 +147,7 @@ def rerun_changes_nothing(lake: Lake, instance: dg.DagsterInstance) -> None:
 def feed(tmp_path_factory: pytest.TempPathFactory, jaffle_raw: Path):
     lake = Lake(str(tmp_path_factory.mktemp("over_time")))
     instance = dg.DagsterInstance.ephemeral()
-    seed(lake, days=DAYS, raw_dir=jaffle_raw)
+    seed(lake, days=DAYS, raw_dir=jaffle_raw, start=FIRST)
     results = materialize(lake, instance)
     assert all(r.success for r in results)
     return lake, instance
@@ -187,7 +187,7 @@ def test_3_late_file_over_three_event_dates(feed) -> None:
 
 def test_4_blocked_date_in_a_range_run_holds_back_only_itself(feed, jaffle_raw: Path) -> None:
     lake, instance = feed
-    seed(lake, days=DAYS + 3, raw_dir=jaffle_raw)
+    seed(lake, days=DAYS + 3, raw_dir=jaffle_raw, start=FIRST)
     blocked = day(DAYS + 2)
     path = Path(lake.landing_uri("orders")) / blocked / "orders.csv"
     lines = path.read_text().splitlines()

@@ -42,8 +42,8 @@ BLOCKING_CHECKS = frozenset(
         CHECK_RECONCILIATION,
     }
 )
-BATCH_RULES = frozenset({CHECK_QUARANTINE_RATIO, CHECK_VOLUME, CHECK_SCHEMA_DRIFT})
-"""The blocking checks decided before the publish: a date failing one publishes nothing."""
+TABLE_CHECKS = frozenset({CHECK_PRIMARY_KEY_UNIQUE, CHECK_SILVER_MATCHES_BRONZE})
+"""The checks of the published table: not evaluated on a date that published nothing."""
 COUNTS = (
     "landed",
     "bronze_rows",
@@ -58,6 +58,14 @@ VOLUME_MIN_HISTORY = 3
 """The volume check needs this many earlier landing dates with rows before it judges a date."""
 
 
+def blocking_checks(contract: Contract) -> frozenset[str]:
+    """The checks that hold a landing date back for this contract: the fixed set, plus
+    `files_rejected` where the contract says `checks: {files_rejected: block}`."""
+    if contract.checks.files_rejected == "block":
+        return BLOCKING_CHECKS | {CHECK_FILES_REJECTED}
+    return BLOCKING_CHECKS
+
+
 @dataclass
 class CheckOutcome:
     """One check on one landing-date partition."""
@@ -68,10 +76,12 @@ class CheckOutcome:
     rows_checked: int
     rows_failed: int
     detail: str = ""
+    blocking: bool | None = None
+    """Whether a failure holds the date back; by default, whether the check is in BLOCKING_CHECKS."""
 
-    @property
-    def blocking(self) -> bool:
-        return self.check in BLOCKING_CHECKS
+    def __post_init__(self) -> None:
+        if self.blocking is None:
+            self.blocking = self.check in BLOCKING_CHECKS
 
 
 @dataclass
@@ -150,6 +160,7 @@ def batch_rules(
             len(audit.files_rejected),
             len(audit.files_rejected),
             "; ".join(audit.files_rejected) or "every landed file of the date could be read",
+            blocking=CHECK_FILES_REJECTED in blocking_checks(contract),
         ),
         volume(contract, date, rows, counts),
         CheckOutcome(

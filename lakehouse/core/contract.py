@@ -135,6 +135,8 @@ class BatchChecks:
     volume_max_ratio: float | None = None
     volume_window: int = 7
 
+    files_rejected: Literal["warn", "block"] = "warn"
+    """A landed file that cannot be read: a warning on its date, or (`block`) the date held back."""
 
 @dataclass(frozen=True)
 class Contract:
@@ -509,7 +511,10 @@ class _Reader:
         return tuple(dict.fromkeys((*base, *value)))
 
     def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
-        self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume"})
+        self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume", "files_rejected"})
+        rejected = raw.get("files_rejected", BatchChecks.files_rejected)
+        if rejected not in ("warn", "block"):
+            raise self.fail("checks.files_rejected", f"`{rejected}` is not one of: warn, block")
         ratio = raw.get("max_quarantine_ratio", BatchChecks.max_quarantine_ratio)
         if not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
             raise self.fail("checks.max_quarantine_ratio", "must be a number between 0 and 1")
@@ -521,3 +526,4 @@ class _Reader:
             volume_max_ratio=volume.get("max_ratio"),
             volume_window=int(volume.get("window", 7)),
         )
+            files_rejected=rejected,

@@ -5,10 +5,13 @@ of their first order; products, stores and supplies arrive as snapshot files on 
 
     <root>/landing/<source>/<YYYY-MM-DD>/<source>.csv
 
-The feed is reproducible to the byte: jafgen runs with its random generators seeded and its uuid4
-ids drawn from a seeded generator, so the same days always hold the same rows and ids. `seed`
-delivers only the days not yet in the landing zone (a delivered file is never rewritten), so
-`--days 10` then `--days 13` delivers three new days. Two ways a feed changes its past:
+The feed's day 1 is the landing zone's first delivered day, or, on an empty landing zone, `start`
+(default: `days` days before today, so a fresh demo ends yesterday and the UI opens on filled
+partitions); every timestamp jafgen wrote is moved by the same number of days. The feed is
+reproducible to the byte: jafgen runs with its random generators seeded and its uuid4 ids drawn
+from a seeded generator, so the same days from the same start always hold the same rows and ids.
+`seed` delivers only the days not yet in the landing zone (a delivered file is never rewritten),
+so `--days 10` then `--days 13` delivers three new days. Two ways a feed changes its past:
 
 - `redeliver(lake, DATE)` replaces that day's orders and items files with a corrected version
   (some orders' amounts corrected, some orders withdrawn, some added, one moved to another day);
@@ -36,7 +39,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -57,6 +60,8 @@ _BAD_VALUES = {
     "tweets": ("tweeted_at", "soon"),
 }
 EXTRA_COLUMN = "coupon_code"
+TIMESTAMP_COLUMNS = {"orders": "ordered_at", "tweets": "tweeted_at", "stores": "opened_at"}
+"""The timestamps jafgen writes (`YYYY-MM-DDT...` text), moved with the feed's start."""
 
 
 @dataclass(frozen=True)
@@ -95,22 +100,49 @@ def generate_jaffle_shop(out_dir: Path, days: int) -> Path:
 
 
 def seed(
-    lake: Lake, *, days: int = 21, raw_dir: Path | None = None, defects: float = 0.0
+    lake: Lake,
+    *,
+    days: int = 21,
+    raw_dir: Path | None = None,
+    defects: float = 0.0,
+    start: date | None = None,
 ) -> SeedResult:
-    """Generate Jaffle Shop data and deliver its first `days` days not yet in the landing zone."""
+    """Generate Jaffle Shop data and deliver its first `days` days not yet in the landing zone.
+
+    Day 1 is the landing zone's first delivered day; on an empty landing zone it is `start`
+    (default: `days` days before today). A `start` that disagrees with what has landed is an error.
+    """
     if days < 1:
         msg = f"days must be at least 1, got {days}"
         raise LakehouseError(msg)
     if not 0 <= defects <= 1:
         msg = f"defects is a share of rows between 0 and 1, got {defects}"
         raise LakehouseError(msg)
+    start = feed_start(lake, days, start)
     with tempfile.TemporaryDirectory(prefix="lakehouse-seed-") as tmp:
         raw = raw_dir or generate_jaffle_shop(Path(tmp), days)
         tables = {
             name: pl.read_csv(raw / f"raw_{name}.csv", infer_schema=False)
             for name in ("customers", "orders", "items", "products", "stores", "supplies", "tweets")
         }
-        return deliver(lake, tables, days=days, staging=Path(tmp), defects=defects)
+        return deliver(lake, tables, days=days, staging=Path(tmp), defects=defects, start=start)
+
+
+def feed_start(lake: Lake, days: int, start: date | None = None) -> date:
+    """Day 1 of the feed in this landing zone (see `seed`)."""
+    landed = [
+        f.landing_date for s in (*SNAPSHOT_SOURCES, "orders") for f in list_landing_files(lake, s)
+    ]
+    if landed:
+        first = date.fromisoformat(min(landed))
+        if start is not None and start != first:
+            msg = (
+                f"the landing zone's feed starts on {first}, not {start}: "
+                "seed without --start, or into an empty root (--fresh)"
+            )
+            raise LakehouseError(msg)
+        return first
+    return start or datetime.now(UTC).date() - timedelta(days=days)
 
 
 def deliver(
@@ -120,12 +152,17 @@ def deliver(
     days: int,
     staging: Path,
     defects: float = 0.0,
+    start: date | None = None,
 ) -> SeedResult:
     """Split raw Jaffle Shop tables into daily landing files (see the module docstring).
 
-    A file the landing zone already holds (same source, landing date and name) is left untouched:
-    a day delivered once, or redelivered since, is never rewritten.
+    With `start`, every timestamp moves so that the feed's first day is `start`. A file the
+    landing zone already holds (same source, landing date and name) is left untouched: a day
+    delivered once, or redelivered since, is never rewritten.
     """
+    if start is not None:
+        raw_first = tables["orders"].select(_day("ordered_at")).to_series().min()
+        tables = _moved(tables, start - raw_first)
     orders = tables["orders"].with_columns(_day("ordered_at"))
     first_day = orders.get_column("_day").min()
     last_day = first_day + timedelta(days=days - 1)
@@ -206,6 +243,18 @@ def _spoil(
             .alias(EXTRA_COLUMN)
         )
     return spoiled, malformed
+
+
+def _moved(tables: dict[str, pl.DataFrame], by: timedelta) -> dict[str, pl.DataFrame]:
+    """Move every jafgen timestamp by `by` whole days, keeping the rest of its text as written."""
+    moved = dict(tables)
+    for source, column in TIMESTAMP_COLUMNS.items():
+        text = pl.col(column)
+        day = text.str.slice(0, 10).str.to_date("%Y-%m-%d") + by
+        moved[source] = tables[source].with_columns(
+            (day.dt.strftime("%Y-%m-%d") + text.str.slice(10)).alias(column)
+        )
+    return moved
 
 
 def _day(column: str) -> pl.Expr:

@@ -33,10 +33,10 @@ import polars as pl
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SOURCE_SHA256
 from lakehouse.core.checks import (
-    BATCH_RULES,
     CHECK_REFERENCES,
     CHECK_ROW_RULES,
     COUNTS,
+    TABLE_CHECKS,
     PartitionAudit,
     batch_rules,
     table_checks,
@@ -537,7 +537,7 @@ def _table_checks(
         audit = audits[date]
         table_checks(audit, duplicate_keys=0, expected=0, found=0, missing=0)
         for check in audit.checks:
-            if check.check not in BATCH_RULES and check.check != "reconciliation":
+            if check.check in TABLE_CHECKS:
                 check.detail = "not evaluated: nothing of the date was published"
 
 

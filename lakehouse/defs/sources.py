@@ -11,7 +11,7 @@ import dagster as dg
 
 from lakehouse.core import delta
 from lakehouse.core.bronze import LINEAGE_COLUMNS, load_bronze
-from lakehouse.core.checks import BLOCKING_CHECKS, SILVER_CHECKS, PartitionAudit
+from lakehouse.core.checks import SILVER_CHECKS, PartitionAudit, blocking_checks
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import EVENT_DATE
@@ -209,7 +209,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 name,
                 asset=key,
-                blocking=name in BLOCKING_CHECKS,
+                blocking=name in blocking_checks(contract),
                 description=_CHECK_DESCRIPTIONS[name],
                 partitions_def=daily_partitions,
             )
@@ -295,7 +295,7 @@ def _check_results(
                         passed=outcome.passed,
                         partition=date,
                         blocking=outcome.blocking,
-                        severity=_severity(outcome.check),
+                        severity=_severity(bool(outcome.blocking)),
                         metadata={
                             "rows_checked": outcome.rows_checked,
                             "rows_failed": outcome.rows_failed,
@@ -307,8 +307,8 @@ def _check_results(
         yield _check_result(name, result, summary=not context.has_partition_key)
 
 
-def _severity(name: str) -> dg.AssetCheckSeverity:
-    return dg.AssetCheckSeverity.ERROR if name in BLOCKING_CHECKS else dg.AssetCheckSeverity.WARN
+def _severity(blocking: bool) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
 
 
 def _check_result(name: str, result: SilverResult, *, summary: bool) -> dg.AssetCheckResult:
@@ -332,7 +332,7 @@ def _check_result(name: str, result: SilverResult, *, summary: bool) -> dg.Asset
     return dg.AssetCheckResult(
         check_name=name,
         passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN if summary else _severity(name),
+        severity=_severity(not summary and any(o.blocking for o in failed)),
         metadata=metadata,
         description="summary of the run's landing dates; each date has its own evaluation"
         if summary

@@ -17,7 +17,14 @@ from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import changes_since
 from lakehouse.core.silver import load_silver
-from lakehouse_tests.small_lake import HEADER, deliver, deliver_reference_data, order, text
+from lakehouse_tests.small_lake import (
+    HEADER,
+    deliver,
+    deliver_reference_data,
+    edit_contract,
+    order,
+    text,
+)
 
 D1, D2, D3 = "2024-04-01", "2024-04-02", "2024-04-03"
 CONTRACTS = {c.name: c for c in load_contracts()}
@@ -115,22 +122,6 @@ def test_a_retracted_winner_falls_back_to_an_older_version(lake: Lake) -> None:
     got = orders(lake)
     assert got["o1"] == (106, D1, D1)
     assert "x1" in got and len(got) == 6
-
-
-def edit_contract(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, old: str, new: str
-) -> None:
-    """Use a copy of the shipped contracts in which `source`'s contract has `old` replaced."""
-    import shutil
-
-    from lakehouse.core.contract import CONTRACTS_DIR
-
-    contracts = tmp_path / "contracts"
-    shutil.copytree(CONTRACTS_DIR, contracts)
-    path = contracts / f"{source}.yaml"
-    assert old in path.read_text()
-    path.write_text(path.read_text().replace(old, new))
-    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(contracts))
 
 
 def test_a_warn_only_reference_publishes_and_counts(

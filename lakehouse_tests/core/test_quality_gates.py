@@ -370,3 +370,38 @@ def test_bronze_keeps_null_tokens_and_silver_types_them_null(tmp_path: Path) -> 
         "2024-01-01",
     ]
     assert result.partitions["2024-01-01"].quarantined == 0
+
+
+@pytest.mark.parametrize("policy", ["warn", "block"])
+def test_a_rejected_file_warns_or_blocks_its_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    from lakehouse_tests.small_lake import HEADER, deliver_reference_data, edit_contract, order
+
+    if policy == "block":
+        edit_contract(
+            tmp_path, monkeypatch, "orders", "\nchecks:\n", "\nchecks:\n  files_rejected: block\n"
+        )
+    contracts = {c.name: c for c in load_contracts()}
+    root = tmp_path / "root"
+    d1, d2 = "2024-05-01", "2024-05-02"
+    deliver_reference_data(root, d1)
+    for day in (d1, d2):
+        deliver(root, "orders", day, "orders.csv", text([HEADER, order(f"{day}-a", day)]))
+    deliver(root, "orders", d2, "junk.csv.gz", b"not gzip at all")
+    lake = Lake(str(root))
+    for source in ("stores", "customers", "orders"):
+        load_bronze(lake, contracts[source], [d1, d2], run_id="t")
+        result = load_silver(lake, contracts[source], [d1, d2], run_id="t")
+    check = next(c for c in result.partitions[d2].checks if c.check == "files_rejected")
+    assert not check.passed and "orders/2024-05-02/junk.csv.gz" in check.detail
+    assert check.blocking is (policy == "block")
+    # the rejected file is in `_system/rejected_files`; the date's readable file publishes
+    # (warn) or waits in bronze with its date blocked (block); the other date is unaffected
+    rejected = system.read_table(lake, "rejected_files")
+    assert rejected.get_column("path").to_list() == ["orders/2024-05-02/junk.csv.gz"]
+    silver = pl.read_delta(lake.table_uri("silver", "orders"))
+    expected = {f"{d1}-a"} if policy == "block" else {f"{d1}-a", f"{d2}-a"}
+    assert set(silver.get_column("id")) == expected
+    assert result.partitions[d2].status == ("blocked" if policy == "block" else "published")
+    assert result.partitions[d1].status == "published"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,7 @@ def test_more_days_delivers_only_the_new_ones(tmp_path: Path, jaffle_raw: Path) 
     assert snapshot(tmp_path / "a") == after
 
     # the same days seeded in one go elsewhere: the same bytes, ids included
-    seed(Lake(str(tmp_path / "b")), days=7, raw_dir=jaffle_raw)
+    seed(Lake(str(tmp_path / "b")), days=7, raw_dir=jaffle_raw, start=first.first_day)
     other = snapshot(tmp_path / "b")
     assert {k: v[0] for k, v in other.items()} == {k: v[0] for k, v in after.items()}
 
@@ -235,3 +235,51 @@ def test_redeliver_keeps_a_spoiled_days_defects(tmp_path: Path, jaffle_raw: Path
     kept = [line for line in old_lines[1:] if line.split(",")[0] not in touched]
     assert [line for line in new_lines[1:] if line.split(",")[0] not in touched] == kept
     assert any(len(line.split(",")) < len(old_lines[0].split(",")) for line in kept)
+
+
+def test_a_fresh_feed_ends_yesterday_with_its_timestamps_moved(
+    tmp_path: Path, jaffle_raw: Path
+) -> None:
+    lake = Lake(str(tmp_path))
+    seeded = seed(lake, days=5, raw_dir=jaffle_raw)
+    today = datetime.now(UTC).date()
+    assert seeded.last_day == today - timedelta(days=1)
+    assert seeded.first_day == today - timedelta(days=5)
+    # each day's events carry that day's timestamps; the first store opened on day 1, as in jafgen
+    for source, column in (("orders", "ordered_at"), ("tweets", "tweeted_at")):
+        for folder in (tmp_path / "landing" / source).iterdir():
+            rows = read(folder / f"{source}.csv")[1]
+            assert rows and {r[column][:10] for r in rows} == {folder.name}, (source, folder)
+    stores = read(tmp_path / "landing" / "stores" / seeded.first_day.isoformat() / "stores.csv")[1]
+    assert min(r["opened_at"] for r in stores) == f"{seeded.first_day}T00:00:00"
+    # the same days from jafgen's own start hold the same rows, dates aside
+    raw = read(jaffle_raw / "raw_orders.csv")[1]
+    first_raw = [r for r in raw if r["ordered_at"][:10] == "2018-09-01"]
+    day_one = read(tmp_path / "landing" / "orders" / seeded.first_day.isoformat() / "orders.csv")[1]
+    assert [{**r, "ordered_at": r["ordered_at"][10:]} for r in day_one] == [
+        {**r, "ordered_at": r["ordered_at"][10:]} for r in first_raw
+    ]
+
+    # more days continue the same feed; a --start that disagrees with it is refused
+    more = seed(lake, days=6, raw_dir=jaffle_raw)
+    assert more.delivered == (today,)
+    with pytest.raises(LakehouseError, match=f"feed starts on {seeded.first_day}"):
+        seed(lake, days=6, raw_dir=jaffle_raw, start=date(2018, 9, 1))
+
+
+def test_cli_start(tmp_path: Path, jaffle_raw: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path), "seed", "--start", "2018-02-30"])
+    assert "`2018-02-30` is not a date" in capsys.readouterr().err
+
+
+def test_partitions_start_at_the_earliest_landed_date(tmp_path: Path, monkeypatch) -> None:
+    from lakehouse.defs.partitions import START_DATE_ENV, start_date
+
+    for day in ("2026-03-04", "2026-03-02", "not-a-date"):
+        (tmp_path / "landing" / "orders" / day).mkdir(parents=True)
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path))
+    monkeypatch.delenv(START_DATE_ENV)
+    assert start_date() == "2026-03-02"  # the demo contracts declare no `since:`
+    monkeypatch.setenv(START_DATE_ENV, "2026-01-01")
+    assert start_date() == "2026-01-01"
