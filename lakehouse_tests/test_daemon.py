@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -81,28 +83,45 @@ def wait_for_idle_runs(home: Path) -> None:
             time.sleep(2)
 
 
-def test_dropped_files_reach_gold_with_the_daemon(tmp_path: Path, jaffle_raw: Path) -> None:
-    lake = Lake(str(tmp_path / "lake"))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "LAKEHOUSE_ROOT": lake.root,
-        "LAKEHOUSE_WAREHOUSE": lake.warehouse_path,
-    }
-    log = tmp_path / "daemon.log"
+@contextmanager
+def running_daemon(home: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`dagster-daemon run` on this project's workspace with `env`; stopped (its whole process
+    group: code server and runs) on exit."""
     with open(log, "wb") as out:
         daemon = subprocess.Popen(
             [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
             cwd=PROJECT_DIR,
-            env=env,
+            env={**os.environ, "DAGSTER_HOME": str(home), **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its code server and runs share its process group
         )
     try:
+        yield daemon
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=30)
+
+
+def dagster_home(tmp_path: Path) -> Path:
+    """A DAGSTER_HOME with the project's embedded (SQLite) instance config."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def test_dropped_files_reach_gold_with_the_daemon(tmp_path: Path, jaffle_raw: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    home = dagster_home(tmp_path)
+    env = {"LAKEHOUSE_ROOT": lake.root, "LAKEHOUSE_WAREHOUSE": lake.warehouse_path}
+    log = tmp_path / "daemon.log"
+    with running_daemon(home, env, log) as daemon:
         # first delivery: two days
         seed(lake, days=2, raw_dir=jaffle_raw)
         first = wait_until(lake, expected_revenue(lake), daemon, log)
@@ -113,14 +132,6 @@ def test_dropped_files_reach_gold_with_the_daemon(tmp_path: Path, jaffle_raw: Pa
         # Gold can reflect the files while the same run's other steps, or a follow-up run, are
         # still going: let them finish before stopping the daemon.
         wait_for_idle_runs(home)
-    finally:
-        if daemon.poll() is None:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait(timeout=30)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)

@@ -11,10 +11,11 @@ changed event dates through the gold sensor below.
 from collections.abc import Sequence
 
 import dagster as dg
+import polars as pl
 from dagster_aws.s3 import S3Resource
 
 from lakehouse.core import system
-from lakehouse.core.arrivals import Ledger, Load, scan
+from lakehouse.core.arrivals import Ledger, Load, identity, scan
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
@@ -45,6 +46,45 @@ def same_as_loaded(lake: Lake):
             return sha256 == loaded
 
     return check
+
+
+def ledger_from_lake(lake: Lake) -> Ledger:
+    """The files bronze has already loaded or rejected, each at its last outcome, as a cursor.
+
+    A sensor with no cursor yet (a new DAGSTER_HOME, `make dev` after `make demo`) starts from
+    it, so it requests runs only for what the lake has not seen, not for every landed file.
+    """
+    frames = [
+        frame.select("path", "source", "landing_date", "size", "version", "ingested_at")
+        for frame in (
+            system.read_table(lake, t) for t in (system.INGEST_LEDGER, system.REJECTED_FILES)
+        )
+        if not frame.is_empty()
+    ]
+    if not frames:
+        return Ledger()
+    latest = (
+        pl.concat(frames)
+        .sort("ingested_at")
+        .group_by("path")
+        .last()
+        .filter(pl.col("version").is_not_null())  # a skipped folder, not a file
+    )
+    return Ledger(
+        {
+            row["path"]: identity(
+                LandingFile(
+                    source=row["source"],
+                    landing_date=row["landing_date"],
+                    name=row["path"].rsplit("/", 1)[-1],
+                    uri="",
+                    size=row["size"],
+                    version=row["version"],
+                )
+            )
+            for row in latest.iter_rows(named=True)
+        }
+    )
 
 
 def run_request(load: Load) -> dg.RunRequest:
@@ -100,7 +140,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
             listing = [f for f in listing if f.landing_date >= first]
         result = scan(
             listing,
-            Ledger.decode(context.cursor),
+            Ledger.decode(context.cursor) if context.cursor else ledger_from_lake(the_lake),
             limit=MAX_FILES_PER_TICK,
             same_content=same_as_loaded(the_lake),
         )

@@ -210,3 +210,34 @@ def test_a_misnamed_folder_is_skipped_recorded_once_and_stops_nothing(tmp_path: 
     )
     assert result.success
     assert pl.read_delta(lake.table_uri("bronze", "orders")).height == 2
+
+
+def test_a_sensor_without_a_cursor_starts_from_what_bronze_loaded(tmp_path: Path) -> None:
+    """`make dev` after `make demo`: a new instance's sensor launches nothing for loaded files."""
+    lake = Lake(str(tmp_path))
+    for day in ("2024-01-01", "2024-01-02"):
+        deliver(lake, "orders", day, "a.csv", orders_csv(day, range(3)))
+    deliver(lake, "orders", "2024-01-02", "empty.csv", "")  # rejected: seen too
+    assert dg.materialize(
+        [BRONZE_ORDERS],
+        partition_key="2024-01-01",
+        resources={"lake": LakeResource(root=lake.root)},
+        instance=dg.DagsterInstance.ephemeral(),
+    ).success
+    # a fresh sensor: only the date bronze has not loaded yet
+    assert requested(tick(lake, None)) == [("2024-01-02", "2024-01-02", ["orders"])]
+    assert dg.materialize(
+        [BRONZE_ORDERS],
+        partition_key="2024-01-02",
+        resources={"lake": LakeResource(root=lake.root)},
+        instance=dg.DagsterInstance.ephemeral(),
+    ).success
+    fresh = tick(lake, None)
+    assert requested(fresh) == []
+    # what arrives afterwards still runs: a changed file and a new date
+    deliver(lake, "orders", "2024-01-01", "a.csv", orders_csv("2024-01-01", range(5)))
+    deliver(lake, "orders", "2024-01-04", "a.csv", orders_csv("2024-01-04", range(2)))
+    assert requested(tick(lake, fresh.cursor)) == [
+        ("2024-01-01", "2024-01-01", ["orders"]),
+        ("2024-01-04", "2024-01-04", ["orders"]),
+    ]
