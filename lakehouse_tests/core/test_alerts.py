@@ -3,14 +3,9 @@ once and resolved once, and delivered to a real HTTP server that fails, recovers
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +19,7 @@ from lakehouse.core.lake import Lake
 from lakehouse.core.silver import load_silver
 from lakehouse_tests.servers import free_port
 from lakehouse_tests.small_lake import deliver, text
+from lakehouse_tests.webhook import Hook
 
 DAY1, DAY2 = "2024-05-01", "2024-05-02"
 RAW = {
@@ -168,41 +164,6 @@ def test_a_rejected_file_alerts_until_it_is_redelivered_readable(tmp_path: Path)
     load(lake, DAY1)
     resolved = [r for r in tick(lake, early(lake)) if r["kind"] == "file_rejected"]
     assert [(r["incident"], r["status"]) for r in resolved] == [(raised[0]["incident"], "resolved")]
-
-
-class Hook:
-    """A webhook on 127.0.0.1 that records every JSON body; answers 500 `fail_first` times."""
-
-    def __init__(self, port: int, fail_first: int = 0) -> None:
-        self.bodies: list[dict] = []
-        self.calls = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                hook.calls += 1
-                if hook.calls <= fail_first:
-                    self.send_response(500)
-                else:
-                    hook.bodies.append(body)
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @contextmanager
-    def running(self) -> Iterator[Hook]:
-        self.thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def two_alerts(lake: Lake) -> list[dict]:
