@@ -97,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     extract_p.add_argument("source", help="the source (contract name)")
     extract_p.add_argument(
-        "--landing-date", metavar="DATE", help="the landing folder to extract into (default: today, UTC)"
+        "--landing-date",
+        metavar="DATE",
+        help="the landing folder to extract into (default: today, UTC)",
     )
     contract_p = sub.add_parser("contract", help="work with source contracts")
     contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)

@@ -19,6 +19,7 @@ import polars as pl
 import yaml
 
 from lakehouse.core.errors import ContractError
+from lakehouse.core.extract.spec import SourceSpec, parse_source
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
 """The contracts shipped with the project (the Jaffle Shop feed); `LAKEHOUSE_CONTRACTS` overrides."""
@@ -134,9 +135,9 @@ class BatchChecks:
     volume_min_ratio: float | None = None
     volume_max_ratio: float | None = None
     volume_window: int = 7
-
     files_rejected: Literal["warn", "block"] = "warn"
     """A landed file that cannot be read: a warning on its date, or (`block`) the date held back."""
+
 
 @dataclass(frozen=True)
 class Contract:
@@ -160,6 +161,8 @@ class Contract:
     retention_days: int | None = None
     since: str | None = None
     """The first landing date the source has data for (the daily partitions start there)."""
+    source: SourceSpec | None = None
+    """Where rows come from when not delivered as files (`lakehouse.core.extract`); None: files."""
 
     @property
     def silver_columns(self) -> tuple[str, ...]:
@@ -239,6 +242,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "retention",
             "since",
             "delivery",
+            "source",
         },
     )
     name = reader.name(raw, "name")
@@ -304,7 +308,15 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         except ValueError:
             raise ContractError(path, "since", f"`{since}` is not a date (YYYY-MM-DD)") from None
 
-    delivery = raw.get("delivery", "events")
+    source = parse_source(raw.get("source"), path)
+    delivery = raw.get("delivery", source.delivery if source else "events")
+    if source is not None and delivery != source.delivery:
+        raise ContractError(
+            path, "delivery", f"source mode `{source.mode}` lands `{source.delivery}` deliveries"
+        )
+    fmt = raw.get("format") or ({"type": "parquet"} if source else {})
+    if source is not None and fmt.get("type") != "parquet":
+        raise ContractError(path, "format.type", f"a `{source.kind}` source lands parquet files")
     if delivery not in DELIVERIES:
         raise ContractError(path, "delivery", f"`{delivery}` is not one of {', '.join(DELIVERIES)}")
 
@@ -317,7 +329,8 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         columns=columns,
         primary_key=pk,
         path=str(path),
-        format=reader.file_format(raw.get("format") or {}),
+        format=reader.file_format(fmt),
+        source=source,
         event_time=event_time,
         ordering=ordering,
         schema_drift=drift,
@@ -525,5 +538,5 @@ class _Reader:
             volume_min_ratio=volume.get("min_ratio"),
             volume_max_ratio=volume.get("max_ratio"),
             volume_window=int(volume.get("window", 7)),
-        )
             files_rejected=rejected,
+        )

@@ -1,0 +1,41 @@
+"""Extraction: sources that are not delivered as files land as Parquet files, one road into bronze.
+
+Each kind has one module (`postgres`); `landed` is the commit protocol they share (the landed
+file is the commit and carries the extract's position); `spec` parses the contract's `source:`
+block. Downstream of the landing zone nothing knows how a file got there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lakehouse.core.errors import ConfigError
+from lakehouse.core.extract.landed import ExtractError, ExtractResult
+from lakehouse.core.lake import Lake
+
+if TYPE_CHECKING:  # the contract module imports `extract.spec`: no import cycle at run time
+    from lakehouse.core.contract import Contract
+
+__all__ = ["ExtractError", "ExtractResult", "extract", "extracted_contracts"]
+
+
+def extracted_contracts(contracts: list[Contract]) -> list[Contract]:
+    """The contracts whose rows come from an extract rather than delivered files."""
+    return [c for c in contracts if c.source is not None]
+
+
+def extract(
+    lake: Lake,
+    contract: Contract,
+    *,
+    landing_date: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExtractResult:
+    """Run one extract of `contract`'s source into the landing zone (default date: today, UTC)."""
+    if contract.source is None:
+        msg = f"source `{contract.name}` is delivered as files: it has no `source:` to extract"
+        raise ConfigError(msg)
+    from lakehouse.core.extract.postgres import extract_postgres
+
+    return extract_postgres(lake, contract, landing_date=landing_date, progress=progress)
