@@ -80,32 +80,62 @@ def run_scope(run: dg.DagsterRun) -> str:
     return ":".join(p for p in (run.job_name, assets, partition) if p)
 
 
-_FAILURES: dict[str, tuple[bool, str]] = {}
-"""Per failed run id: what `_failure` found (a finished run's events do not change)."""
+@dataclass(frozen=True)
+class RunFailure:
+    """What a finished failed run's events say."""
+
+    checks_only: bool
+    """Every failed step failed only on a blocking check (a blocked partition)."""
+    error: str
+    assets: tuple[str, ...]
+    """The assets the run planned to materialize."""
 
 
-def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
-    """(only blocking checks failed, the first error) of a finished failed run."""
-    if run_id not in _FAILURES:
+_FAILURES: dict[str, RunFailure] = {}
+"""Per failed run id: what `run_failure` found (a finished run's events do not change)."""
+
+
+def run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFailure:
+    """The failure of a finished failed run, from its own events (no cross-run event query)."""
+    if run.run_id not in _FAILURES:
         if len(_FAILURES) > 4096:
             _FAILURES.clear()
-        _FAILURES[run_id] = _read_failure(instance, run_id)
-    return _FAILURES[run_id]
+        _FAILURES[run.run_id] = _read_failure(instance, run)
+    return _FAILURES[run.run_id]
 
 
-def _read_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
-    steps = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+def _read_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunFailure:
+    steps = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     errors = [
         e.dagster_event.step_failure_data.error
         for e in steps
         if e.dagster_event is not None and e.dagster_event.step_failure_data is not None
     ]
     errors = [e for e in errors if e is not None]
-    checks_only = bool(errors) and all(e.cls_name == BLOCKING_CHECK_FAILURE for e in errors)
+    if run.asset_selection:
+        assets = {k.to_user_string() for k in run.asset_selection}
+    else:
+        planned = instance.all_logs(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        )
+        assets = {
+            e.dagster_event.asset_key.to_user_string()
+            for e in planned
+            if e.dagster_event is not None and e.dagster_event.asset_key is not None
+        }
     if errors:
-        return checks_only, f"{errors[0].cls_name}: {errors[0].message.strip()[:400]}"
-    run_failure = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    return False, (run_failure[-1].message[:400] if run_failure else "the run failed")
+        root = errors[0]
+        while root.cause is not None:  # the user's exception, not Dagster's wrapper of it
+            root = root.cause
+        error = f"{root.cls_name}: {root.message.strip()[:400]}"
+    else:
+        run_failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        error = run_failures[-1].message[:400] if run_failures else "the run failed"
+    return RunFailure(
+        checks_only=bool(errors) and all(e.cls_name == BLOCKING_CHECK_FAILURE for e in errors),
+        error=error,
+        assets=tuple(sorted(assets)),
+    )
 
 
 def run_alerts(
@@ -126,17 +156,17 @@ def run_alerts(
         if run.status == dg.DagsterRunStatus.SUCCESS:
             healthy.add(key)
             continue
-        checks_only, error = _failure(instance, run.run_id)
-        if checks_only:
+        failure = run_failure(instance, run)
+        if failure.checks_only:
             healthy.add(key)  # a blocked partition, reported as partition_blocked
             continue
         firing.append(
             alerts.Alert(
                 kind="run_failed",
                 incident=key,
-                message=f"run {run.run_id[:8]} ({scope}) failed: {error}",
-                asset=",".join(sorted(k.to_user_string() for k in run.asset_selection or ())),
-                partition=scope.rsplit(":", 1)[-1] if run.tags.get("dagster/partition") else "",
+                message=f"run {run.run_id[:8]} ({scope}) failed: {failure.error}",
+                asset=",".join(failure.assets),
+                partition=run.tags.get("dagster/partition", ""),
                 run_id=run.run_id,
             )
         )
@@ -175,6 +205,25 @@ def _stuck_runs(
         )
         for run_id, why in out.items()
     ]
+
+
+MIN_FRESHNESS_WINDOW = timedelta(minutes=1)
+"""Dagster's floor for a freshness window; the platform's own `freshness` alert has none."""
+
+
+def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
+    """The contract's `freshness` as a Dagster policy (the UI shows it, the daemon evaluates it).
+
+    Windows under a minute are raised to one (Dagster refuses less); a `warn_after` not below
+    `fail_after` is dropped (Dagster refuses it). Without `fail_after` there is no policy.
+    """
+    fail, warn = contract.freshness_fail_after, contract.freshness_warn_after
+    if fail is None:
+        return None
+    fail = max(fail, MIN_FRESHNESS_WINDOW)
+    if warn is not None and not MIN_FRESHNESS_WINDOW <= warn < fail:
+        warn = None
+    return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
 
 
 def build_alerts_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:

@@ -16,6 +16,7 @@ from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import EVENT_DATE
 from lakehouse.core.silver import RESCUED, SILVER_LINEAGE, SilverResult, load_silver
+from lakehouse.defs.alerts import freshness_policy
 from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
@@ -216,6 +217,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             for name in SILVER_CHECKS
         ],
         automation_condition=follows_upstream(),
+        freshness_policy=freshness_policy(contract),
         pool=f"delta_silver_{contract.name}",
         # A blocked landing date is not materialized: the step reports the published dates itself.
         output_required=False,
