@@ -17,7 +17,7 @@ import pandera.polars as pa
 import polars as pl
 
 from lakehouse.core.contract import DEFAULT_NULL_VALUES, Column, Contract
-from lakehouse.core.readers import PARSE_ERROR, RAW_LINE
+from lakehouse.core.readers import MESSAGE_VALUE_CHARS, PARSE_ERROR, RAW_LINE
 
 RULES = "_rules"
 ERRORS = "_errors"
@@ -230,17 +230,6 @@ def split_rows(
             pl.lit(None, pl.List(pl.String)).alias(ERRORS),
         )
 
-    def shown(value: pl.Expr, limit: int = 200) -> pl.Expr:
-        """A value quoted for a message: in backticks, cut at `limit` characters (length stated)."""
-        text = value.cast(pl.String)
-        return (
-            pl.when(text.str.len_chars() > limit)
-            .then(
-                pl.format("`{}…` ({} characters)", text.str.slice(0, limit), text.str.len_chars())
-            )
-            .otherwise(pl.format("`{}`", text))
-        )
-
     rules = [pl.when(pl.col(PARSE_ERROR).is_not_null()).then(pl.lit("parseable"))]
     errors = [
         pl.when(pl.col(PARSE_ERROR).is_not_null()).then(
@@ -254,7 +243,7 @@ def split_rows(
                 pl.format(
                     "column `{}`: {} is not a valid {}",
                     pl.lit(c.name),
-                    shown(pl.col(c.name)),
+                    _shown(pl.col(c.name), c),
                     pl.lit(expected_form(c)),
                 )
             )
@@ -267,7 +256,7 @@ def split_rows(
                 pl.format(
                     "column `{}`: {} is not a `{}` of silver `{}`",
                     pl.lit(silver_name),
-                    shown(pl.col(typed_name[silver_name])),
+                    _shown(pl.col(typed_name[silver_name]), contract.column(silver_name)),
                     pl.lit(ref.column),
                     pl.lit(ref.table),
                 )
@@ -305,9 +294,9 @@ def _warned(
         errors.append(
             pl.when(pl.col(mask)).then(
                 pl.format(
-                    "column `{}`: `{}` is not a `{}` of silver `{}` (on_missing: warn)",
+                    "column `{}`: {} is not a `{}` of silver `{}` (on_missing: warn)",
                     pl.lit(silver_name),
-                    pl.col(typed_name[silver_name]),
+                    _shown(pl.col(typed_name[silver_name]), contract.column(silver_name)),
                     pl.lit(ref.column),
                     pl.lit(ref.table),
                 )
@@ -318,6 +307,28 @@ def _warned(
         *passthrough,
         pl.concat_list(*rules).list.drop_nulls().alias(RULES),
         pl.concat_list(*errors).list.drop_nulls().alias(ERRORS),
+    )
+
+
+def _shown(value: pl.Expr, column: Column) -> pl.Expr:
+    """`column`'s value for a message (see `_message_value`)."""
+    return _message_value(value, pl.lit(column.pii if column.is_pii else None, pl.String))
+
+
+def _message_value(value: pl.Expr, pii_class: pl.Expr) -> pl.Expr:
+    """A value as messages show it: a PII value (`pii_class` not null) is withheld, only its class
+    and length stated; any other is quoted in backticks, cut at MESSAGE_VALUE_CHARS characters
+    with its full length stated. Messages reach check samples, logs and alerts: no clear PII."""
+    text = value.cast(pl.String)
+    chars = text.str.len_chars()
+    return (
+        pl.when(text.is_null())
+        .then(pl.lit("null"))
+        .when(pii_class.is_not_null())
+        .then(pl.format("(a `{}` value of {} characters, withheld)", pii_class, chars))
+        .when(chars > MESSAGE_VALUE_CHARS)
+        .then(pl.format("`{}…` ({} characters)", text.str.slice(0, MESSAGE_VALUE_CHARS), chars))
+        .otherwise(pl.format("`{}`", text))
     )
 
 
@@ -339,6 +350,7 @@ def _pandera_failures(
     cases = cases.filter(pl.col("index").is_not_null())
     if cases.is_empty():
         return empty
+    pii = {c.silver_name: c.pii for c in contract.pii_columns}
     return (
         cases.with_columns(
             positions.cast(pl.UInt32)
@@ -349,9 +361,12 @@ def _pandera_failures(
             _ROW_ID,
             pl.format("{}:{}", pl.col("column"), pl.col("check")).alias("rule"),
             pl.format(
-                "column `{}`: value `{}` fails `{}`",
+                "column `{}`: value {} fails `{}`",
                 pl.col("column"),
-                pl.col("failure_case").cast(pl.String).fill_null("null"),
+                _message_value(
+                    pl.col("failure_case"),
+                    pl.col("column").replace_strict(pii, default=None, return_dtype=pl.String),
+                ),
                 pl.col("check"),
             ).alias("error"),
         )

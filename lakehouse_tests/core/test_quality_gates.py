@@ -405,3 +405,34 @@ def test_a_rejected_file_warns_or_blocks_its_date(
     assert set(silver.get_column("id")) == expected
     assert result.partitions[d2].status == ("blocked" if policy == "block" else "published")
     assert result.partitions[d1].status == "published"
+
+
+def test_messages_withhold_pii_values_and_cut_long_ones() -> None:
+    pii = contract(
+        columns=[
+            RAW["columns"][0],
+            {"name": "email", "type": "string", "pii": "email", "checks": {"str_matches": ".+@"}},
+            {"name": "phone", "type": "int64", "pii": "phone"},
+            {"name": "note", "type": "string", "checks": {"isin": ["ok"]}},
+        ]
+    )
+    long_note = "n" * 5000
+    batch = pl.DataFrame(
+        {
+            "id": ["1", "2", "3"],
+            "email": ["bob.secret.example.com", "ann@example.com", "cy@example.com"],
+            "phone": ["5551234", "555-SECRET", "5551234"],
+            "note": ["ok", "ok", long_note],
+        }
+    )
+    split = split_rows(pii, batch, [])
+    messages = [m for row in split.invalid.get_column(ERRORS).to_list() for m in row]
+    assert sorted(messages) == sorted(
+        [
+            "column `email`: value (a `email` value of 22 characters, withheld) fails "
+            "`str_matches('.+@')`",
+            "column `phone`: (a `phone` value of 10 characters, withheld) is not a valid int64",
+            "column `note`: value `" + "n" * 200 + "…` (5000 characters) fails `isin(['ok'])`",
+        ]
+    )
+    assert not any("SECRET" in m or "secret" in m for m in messages)
