@@ -377,3 +377,47 @@ def test_rows_per_second(tmp_path: Path, db: psycopg2.extensions.cursor) -> None
     assert landed.height == rows and landed["id"].n_unique() == rows
     assert landed["balance"][41] == "0.42"  # numeric, cast to text in SQL: exact
     print(f"\nextract: {rows:,} rows in {elapsed:.2f}s = {rows / elapsed:,.0f} rows/s")
+
+
+def test_extracts_commit_on_s3(
+    tmp_path: Path, db: psycopg2.extensions.cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an S3 landing zone (a real SeaweedFS): the same files, the position read back from S3,
+    and a sequence number already taken refused by the conditional PUT."""
+    from lakehouse.core.extract.landed import ParquetStage, commit
+    from lakehouse_tests.servers import seaweedfs
+
+    with seaweedfs(tmp_path / "s3") as s3:
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        lake = Lake.from_env(f"s3://{s3.bucket}/lake")
+        contract = load_contract(CONTRACTS / "accounts.yaml")
+        history = History(db)
+        for i in range(1, 6):
+            history.put(i, ts(i))
+        assert extract(lake, contract, landing_date="2024-03-01").rows == 5
+        history.put(2, ts(20), plan="pro")
+        history.put(6, ts(5))  # at the boundary, committed late
+        second = extract(lake, contract, landing_date="2024-03-01")
+        assert second.rows == 2 and second.uri is not None
+        assert second.uri.endswith("2024-03-01/extract-000002.parquet")
+        assert extract(lake, contract, landing_date="2024-03-01").uri is None
+
+        stage = ParquetStage(tmp_path)
+        stage.write(pl.DataFrame({"id": [1]}).to_arrow())
+        stage.close({"sequence": 2})
+        with pytest.raises(ExtractError, match="committed by another extract"):
+            commit(lake, "accounts", "2024-03-01", stage, "extract-000002.parquet", replace=False)
+
+        load(lake, contract)
+        got = pl.read_delta(
+            lake.table_uri("silver", "accounts"), storage_options=lake.storage_options
+        )
+        assert dict(got.select("id", "plan").iter_rows()) == {
+            1: "free",
+            2: "pro",
+            3: "free",
+            4: "free",
+            5: "free",
+            6: "free",
+        }
