@@ -11,6 +11,7 @@ import pytest
 
 from lakehouse.core.lake import PROJECT_DIR, Lake
 from lakehouse.core.seed import seed
+from lakehouse.defs.resources import shared_instance
 from lakehouse_tests.conftest import materialize_all
 from lakehouse_tests.servers import postgres
 
@@ -27,8 +28,11 @@ def test_full_materialization_with_postgres_instance_storage(
     shutil.copy(PROJECT_DIR / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with postgres() as pg:
         monkeypatch.setenv("DAGSTER_PG_URL", pg.url)
+        # a shared instance is not local development: PII needs a secret key of its own
+        monkeypatch.setenv("LAKEHOUSE_PII_KEY", "a-team-deployment-secret")
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert shared_instance(instance)
             results = materialize_all(lake, instance)
             assert [r.success for r in results] == [
                 True,

@@ -35,6 +35,7 @@ def s3_env(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3S
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("LAKEHOUSE_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("LAKEHOUSE_PII_KEY", "an-s3-deployment-secret")  # S3 is not local
     return s3
 
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.core import delta, system
+from lakehouse.core import delta, pii, system
 from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SOURCE_SHA256
 from lakehouse.core.checks import (
     CHECK_REFERENCES,
@@ -43,7 +43,6 @@ from lakehouse.core.checks import (
 )
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
-from lakehouse.core.pii import key_id
 from lakehouse.core.publish import (
     ROW_HASH,
     PublishResult,
@@ -118,7 +117,7 @@ def contract_fingerprint(contract: Contract) -> str:
         contract.ordering,
         contract.schema_drift,
         contract.checks,
-        key_id(),
+        pii.key_id(),
     )
     return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
 
@@ -152,12 +151,17 @@ def load_silver(
     *,
     run_id: str,
     reprocess: bool = False,
+    deployment: Sequence[str] = (),
 ) -> SilverResult:
     """Promote the bronze rows of `landing_dates` to silver (write-audit-publish).
 
     Dates nothing changed for are skipped unless `reprocess`; a run that changes nothing writes
-    nothing (no Delta version, no `_system` row).
+    nothing (no Delta version, no `_system` row). A source with PII columns refuses to load with
+    the development key outside local development (`pii.check_key`; `deployment` says what the
+    caller knows of it).
     """
+    if contract.pii_columns:
+        pii.check_key(pii.not_local(lake, deployment))
     result = SilverResult()
     dates = sorted(set(landing_dates))
     triage = _triage(lake, contract, dates, reprocess=reprocess)

@@ -7,6 +7,14 @@ import dagster as dg
 from lakehouse.core.lake import Lake
 
 
+def shared_instance(instance: dg.DagsterInstance) -> list[str]:
+    """Why the Dagster instance is not a local one, if it is not (see `lakehouse.core.pii`)."""
+    storage = type(instance.run_storage).__name__
+    if "Postgres" in storage or "MySQL" in storage:
+        return [f"the Dagster instance stores runs in {storage}"]
+    return []
+
+
 class LakeResource(dg.ConfigurableResource):
     """The data root: a local directory or an s3:// URI (default: `LAKEHOUSE_ROOT`, else `./data`).
 

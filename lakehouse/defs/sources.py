@@ -19,7 +19,7 @@ from lakehouse.core.silver import RESCUED, SILVER_LINEAGE, SilverResult, load_si
 from lakehouse.defs.alerts import freshness_policy
 from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
-from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.resources import LakeResource, shared_instance
 
 _CHECK_DESCRIPTIONS = {
     "files_rejected": "Landed files of the landing date that could not be read at all "
@@ -150,6 +150,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
             dates,
             run_id=context.run.run_id,
             reprocess=reprocess_requested(context, contract.name),
+            deployment=shared_instance(context.instance),
         )
         for rejected in result.files_rejected:
             context.log.warning(f"rejected landing file {rejected['path']}: {rejected['reason']}")
