@@ -292,6 +292,13 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         raise ContractError(
             path, "schema_drift", f"`{drift}` is not one of {', '.join(DRIFT_POLICIES)}"
         )
+    if drift == "evolve" and any(c.is_pii for c in columns):
+        raise ContractError(
+            path,
+            "schema_drift",
+            "`evolve` would publish new, unclassified columns in clear beside this contract's PII "
+            "columns: use `rescue` (their values pseudonymised in `_rescued`) or `freeze`",
+        )
 
     freshness = raw.get("freshness") or {}
     reader.unknown(freshness, "freshness.", {"fail_after", "warn_after"})

@@ -686,6 +686,8 @@ def _apply_drift_policy(
     """Handle columns the contract does not know, and required columns a file lacks.
 
     Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
+    In a contract with PII columns the rescued values are pseudonymised like PII (the column
+    names stay readable, so someone can classify them): no unclassified value reaches silver clear.
     """
     known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
     problems: list[tuple[str, str]] = []
@@ -711,6 +713,8 @@ def _apply_drift_policy(
             )
     extras = [c for c in batch.columns if c not in known]
     if extras and contract.schema_drift == "rescue":
+        if contract.pii_columns:  # a restricted rescue: unclassified values may be personal data
+            batch = pii.pseudonymise(batch, extras)
         batch = batch.with_columns(
             pl.struct(extras).map_elements(_rescue_json, return_dtype=pl.String).alias(RESCUED)
         ).drop(extras)

@@ -80,3 +80,45 @@ def test_a_pii_source_writes_nothing_in_production_without_a_key(
     load_bronze(lake, CONTRACTS["stores"], [DAY], run_id="t")
     load_silver(lake, CONTRACTS["stores"], [DAY], run_id="t")
     assert delta.table_version(lake, lake.table_uri("silver", "stores")) is not None
+
+
+def test_unclassified_columns_of_a_pii_contract_never_reach_silver_in_clear(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import polars as pl
+
+    from lakehouse.core.pii import pseudonym
+
+    data = text(["id,name,email", "c1,Ann Smith,ann@example.com", "c2,Bo Li,"])
+    deliver(tmp_path, "customers", DAY, "customers.csv", data)
+    lake = Lake(str(tmp_path))
+    load_bronze(lake, CONTRACTS["customers"], [DAY], run_id="t")
+    load_silver(lake, CONTRACTS["customers"], [DAY], run_id="t")
+    silver = pl.read_delta(lake.table_uri("silver", "customers")).sort("id")
+    rescued = [json.loads(v) if v else None for v in silver.get_column("_rescued")]
+    # the column name stays readable for whoever classifies it; its value is pseudonymised
+    assert rescued == [{"email": pseudonym("ann@example.com")}, None]
+    assert "ann@example.com" not in silver.write_csv()
+    bronze = pl.read_delta(lake.table_uri("bronze", "customers"))
+    assert "ann@example.com" in bronze.get_column("email").to_list()  # bronze keeps it as landed
+
+
+def test_evolve_is_refused_for_a_contract_with_pii() -> None:
+    from lakehouse.core.contract import parse_contract
+    from lakehouse.core.errors import ContractError
+
+    raw = {
+        "name": "people",
+        "description": "d",
+        "owner": "team:t",
+        "primary_key": ["id"],
+        "schema_drift": "evolve",
+        "columns": [
+            {"name": "id", "type": "string", "nullable": False},
+            {"name": "email", "type": "string", "pii": "email"},
+        ],
+    }
+    with pytest.raises(ContractError, match="unclassified columns in clear"):
+        parse_contract(raw, "people.yaml")
