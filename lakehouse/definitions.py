@@ -14,6 +14,7 @@ from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.defs.alerts import build_alerts_sensor
 from lakehouse.defs.automation import automation_sensor
+from lakehouse.defs.catalog import build_catalog_sensor, catalog_specs
 from lakehouse.defs.extract import extract_assets, extract_schedules
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts
 from lakehouse.defs.resources import LakeResource
@@ -37,12 +38,14 @@ def build_definitions() -> dg.Definitions:
             *(silver_asset(c) for c in contracts),
             gold_daily_marts,
             gold_marts,
+            *catalog_specs(contracts, lake),
         ],
         sensors=[
             build_landing_sensor(contracts),
             gold_sensor,
             automation_sensor,
             build_alerts_sensor(contracts),
+            build_catalog_sensor(contracts),
         ],
         schedules=extract_schedules(contracts),
         # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up

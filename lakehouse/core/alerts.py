@@ -88,6 +88,10 @@ _DELIVERY_SCHEMA = {
 }
 
 
+SCHEMAS = {ALERTS: _ALERT_SCHEMA, DELIVERIES: _DELIVERY_SCHEMA}
+"""The system tables of alerts, and their columns (for the catalog)."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 

@@ -79,6 +79,16 @@ _WATERMARK_SCHEMA = {
 }
 
 
+SCHEMAS = {
+    INGEST_LEDGER: _LEDGER_SCHEMA,
+    REJECTED_FILES: _LEDGER_SCHEMA,
+    DQ_RESULTS: _DQ_SCHEMA,
+    PARTITION_STATE: _STATE_SCHEMA,
+    GOLD_WATERMARKS: _WATERMARK_SCHEMA,
+}
+"""Each system table this module keeps, and its columns (for the catalog)."""
+
+
 COMPACT_FILES = 32
 """A system table gains one small file per run; past this many, the next append compacts it, so
 reading it (the ledger is read by every silver load and landing-sensor tick) stays flat."""

@@ -1,0 +1,109 @@
+"""The catalog is complete: every Delta table under the lake root is an asset, and the catalog
+sensor observes the quarantine, _system and landing assets with figures read back from disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from lakehouse.core import alerts, system
+from lakehouse.core.contract import load_contracts
+from lakehouse.core.lake import Lake
+from lakehouse.defs.catalog import build_catalog_sensor
+from lakehouse.defs.resources import LakeResource
+from lakehouse_tests.servers import free_port
+from lakehouse_tests.small_lake import GOOD, deliver, deliver_reference_data, order, orders_file
+from lakehouse_tests.test_blocking import DAY1, DAY2, run_day
+from lakehouse_tests.webhook import Hook
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """A day that publishes, a blocked day, and an alerts tick delivered to a webhook: every
+    kind of table the platform writes exists."""
+    root: Path = tmp_path_factory.mktemp("catalog")
+    the_lake = Lake(str(root))
+    instance = dg.DagsterInstance.ephemeral()
+    deliver_reference_data(root, DAY1)
+    deliver(root, "orders", DAY1, "orders.csv", orders_file(DAY1))
+    run_day(the_lake, instance, DAY1)  # gold's success is not this test's business
+    assert system.latest_states(the_lake, "silver", "orders", [DAY1])[DAY1]["status"] == "published"
+    bad = [order(f"{DAY2}-bad{i}", DAY2, order_total="-1") for i in range(GOOD // 4)]
+    deliver(root, "orders", DAY2, "orders.csv", orders_file(DAY2, *bad))
+    deliver(root, "orders", DAY2, "empty.csv", b"")
+    run_day(the_lake, instance, DAY2)
+    port = free_port()
+    with Hook(port).running() as hook:
+        raised = alerts.sync(
+            the_lake,
+            alerts.lake_alerts(the_lake, load_contracts()),
+            covers=lambda row: row["kind"] in alerts.LAKE_KINDS,
+        )
+        alerts.deliver(the_lake, [alerts.WebhookSink(f"http://127.0.0.1:{port}/")])
+    assert raised and len(hook.bodies) == len(raised)
+    return the_lake
+
+
+def delta_tables(lake: Lake) -> list[tuple[str, str]]:
+    """(layer, table) of every Delta table under the lake root, found on disk."""
+    base = Path(lake.root, "lake")
+    return sorted((p.parent.parent.name, p.parent.name) for p in base.glob("*/*/_delta_log"))
+
+
+def test_every_table_under_the_lake_root_is_an_asset(lake: Lake) -> None:
+    from lakehouse.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    tables = delta_tables(lake)
+    layers = {layer for layer, _ in tables}
+    assert {"bronze", "silver", "quarantine", "gold", "_system"} <= layers
+    assert ("_system", "alerts") in tables and ("_system", "alert_deliveries") in tables
+    missing = [f"{layer}/{table}" for layer, table in tables if f"{layer}/{table}" not in keys]
+    assert missing == []
+    for source in ("orders", "customers"):
+        assert f"landing/{source}" in keys
+
+
+def landing_figures(lake: Lake, source: str) -> tuple[int, int]:
+    files = [p for p in Path(lake.landing_uri(source)).rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def test_the_catalog_sensor_observes_what_is_on_disk(lake: Lake) -> None:
+    contracts = load_contracts()
+    sensor = build_catalog_sensor(contracts)
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            cursor=cursor, resources={"lake": LakeResource(root=lake.root), "s3": S3Resource()}
+        )
+        return sensor(context)
+
+    first = tick(None)
+    seen = {e.asset_key.to_user_string(): e.metadata for e in first.asset_events}
+    for layer, table in delta_tables(lake):
+        if layer not in ("quarantine", "_system"):
+            continue
+        meta = seen[f"{layer}/{table}"]
+        assert meta["dagster/row_count"].value == pl.read_delta(lake.table_uri(layer, table)).height
+        names = [c.name for c in meta["dagster/column_schema"].schema.columns]
+        assert names == pl.read_delta(lake.table_uri(layer, table)).columns
+    quarantine = pl.read_delta(lake.table_uri("quarantine", "orders"))
+    assert quarantine.height == GOOD // 4
+    files, size = landing_figures(lake, "orders")
+    orders = seen["landing/orders"]
+    assert (orders["files"].value, orders["bytes"].value) == (files, size) == (3, size)
+    assert orders["latest_landing_date"].value == DAY2
+    assert orders["latest_date_files"].value == 2
+    # nothing changed: nothing observed again
+    second = tick(first.cursor)
+    assert second.asset_events == []
+    # a delivery: only its landing folder is observed again
+    deliver(Path(lake.root), "items", DAY2, "items.csv", b"id,order_id,sku\ni9,x,JAF-001\n")
+    third = tick(second.cursor)
+    assert [e.asset_key.to_user_string() for e in third.asset_events] == ["landing/items"]
+    assert third.asset_events[0].metadata["files"].value == landing_figures(lake, "items")[0]
