@@ -390,6 +390,7 @@ def test_extracts_commit_on_s3(
     with seaweedfs(tmp_path / "s3") as s3:
         for name, value in s3.env().items():
             monkeypatch.setenv(name, value)
+        monkeypatch.setenv("LAKEHOUSE_PII_KEY", "a-test-secret-of-enough-characters")  # S3 root
         lake = Lake.from_env(f"s3://{s3.bucket}/lake")
         contract = load_contract(CONTRACTS / "accounts.yaml")
         history = History(db)

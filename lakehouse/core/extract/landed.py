@@ -28,12 +28,14 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 STATE_KEY = b"lakehouse.extract"
 """The Parquet key-value metadata entry holding the extract's state (JSON)."""
 SNAPSHOT_NAME = "snapshot.parquet"
+CURSOR_TEXT = "_lakehouse_cursor"
+"""An extract's frames carry each row's cursor as text in this column (dropped before landing)."""
 _INCREMENT = re.compile(r"^extract-(\d{6,})\.parquet$")
 _TMP_PREFIX = ".extract-"
 
@@ -240,3 +244,151 @@ def _taken(uri: str) -> ExtractError:
         f"`{uri}` was committed by another extract running at the same time; nothing of this "
         "one was landed: run it again"
     )
+
+
+def not_before(source: str, day: str, last: str | None) -> None:
+    """Extracts only move forward: ExtractError for a landing date before the last extract's."""
+    if last is not None and day < last:
+        msg = (
+            f"source `{source}`: landing date `{day}` is before `{last}`, the landing "
+            "date of its last extract: extracts only move forward"
+        )
+        raise ExtractError(msg)
+
+
+def finish_snapshot(
+    lake: Lake,
+    source: str,
+    kind: str,
+    day: str,
+    stage: ParquetStage,
+    previous: LandingFile | None,
+    say: Callable[[str], None],
+    started: float,
+) -> ExtractResult:
+    """Land a staged snapshot as `<day>/snapshot.parquet`, unless empty or unchanged."""
+    result = ExtractResult(source, "snapshot", stage.rows, None, day, None)
+    if stage.rows == 0:
+        say(
+            f"extract {source}: the snapshot is empty; not landed (it would retract every key "
+            "from silver): check the source"
+        )
+        return result.timed(started)
+    stage.close({"version": 1, "source": source, "kind": kind, "mode": "snapshot"})
+    if previous is not None and same_bytes(lake, previous, stage.path):
+        say(
+            f"extract {source}: snapshot unchanged since `{previous.relative_path}`; nothing landed"
+        )
+        return result.unchanged().timed(started)
+    return result.landed(commit(lake, source, day, stage, SNAPSHOT_NAME, replace=True)).timed(
+        started
+    )
+
+
+class Increment:
+    """One incremental extract's bookkeeping: where the last landed extract stopped, where this
+    one gets to, and the rows the last one already landed at its final cursor value."""
+
+    def __init__(
+        self,
+        source: str,
+        cursor_column: str,
+        keys: Sequence[str],
+        day: str,
+        state: dict | None,
+        sequence: int,
+    ) -> None:
+        self.source, self.cursor_column, self.keys, self.day = source, cursor_column, keys, day
+        self.sequence = sequence
+        self.cursor: str | None = state["cursor"] if state else None
+        """The last landed extract's cursor (None: extract everything)."""
+        self.reached = self.cursor
+        self.reached_keys: list[list[str]] = (
+            [list(k) for k in state["boundary_keys"]] if state else []
+        )
+        self._seen = None
+        if state and state["boundary_keys"]:
+            self._seen = pl.DataFrame(
+                state["boundary_keys"], schema=[f"_k_{i}" for i in range(len(keys))], orient="row"
+            ).with_columns(pl.lit(state["cursor"]).alias(CURSOR_TEXT))
+
+    @classmethod
+    def resume(
+        cls,
+        lake: Lake,
+        source: str,
+        cursor_column: str,
+        keys: Sequence[str],
+        day: str,
+        say: Callable[[str], None],
+    ) -> Increment:
+        """Start from the last landed extract of `source` (every row, if there is none)."""
+        previous = last_increment(lake, source)
+        not_before(source, day, previous.file.landing_date if previous else None)
+        state = previous.state if previous else None
+        if state is not None and state.get("cursor_column") != cursor_column:
+            say(
+                f"extract {source}: the cursor column changed from "
+                f"`{state.get('cursor_column')}` to `{cursor_column}`: extracting every row again"
+            )
+            state = None
+        return cls(
+            source, cursor_column, keys, day, state, previous.sequence + 1 if previous else 1
+        )
+
+    def admit(self, batch: pl.DataFrame, *, ordered: bool) -> pl.DataFrame:
+        """The batch without the rows already landed; tracks the highest cursor and its keys.
+
+        `ordered`: batches come sorted by the cursor (a query's ORDER BY), so a batch's last row
+        holds the highest value; otherwise the values are compared as text (ISO 8601 in one
+        form, or numbers of one width).
+        """
+        names = [f"_k_{i}" for i in range(len(self.keys))]
+        as_text = batch.with_columns(
+            pl.col(k).cast(pl.String).alias(n) for k, n in zip(self.keys, names, strict=True)
+        )
+        if self._seen is not None:
+            as_text = as_text.join(self._seen, on=[*names, CURSOR_TEXT], how="anti")
+        if as_text.is_empty():
+            return as_text.drop(names)
+        highest = as_text[CURSOR_TEXT][-1] if ordered else as_text[CURSOR_TEXT].max()
+        moved = self.reached is None or (
+            highest != self.reached if ordered else str(highest) > self.reached
+        )
+        if moved:
+            self.reached, self.reached_keys = str(highest), []
+        at = as_text.filter(pl.col(CURSOR_TEXT) == self.reached).select(names)
+        self.reached_keys += [list(row) for row in at.rows()]
+        return as_text.drop(names)
+
+    def finish(
+        self,
+        lake: Lake,
+        kind: str,
+        stage: ParquetStage,
+        say: Callable[[str], None],
+        started: float,
+    ) -> ExtractResult:
+        """Land the staged rows as the next numbered extract, its new position inside it."""
+        result = ExtractResult(self.source, "incremental", stage.rows, None, self.day, self.reached)
+        if stage.rows == 0:
+            say(f"extract {self.source}: no new rows since cursor `{self.cursor}`")
+            return result.timed(started)
+        stage.close(
+            {
+                "version": 1,
+                "source": self.source,
+                "kind": kind,
+                "mode": "incremental",
+                "sequence": self.sequence,
+                "cursor_column": self.cursor_column,
+                "cursor": self.reached,
+                "boundary_keys": self.reached_keys,
+                "rows": stage.rows,
+                "extracted_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        uri = commit(
+            lake, self.source, self.day, stage, increment_name(self.sequence), replace=False
+        )
+        return result.landed(uri).timed(started)

@@ -36,14 +36,13 @@ import polars as pl
 from lakehouse.core.contract import Contract
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.extract.landed import (
-    SNAPSHOT_NAME,
+    CURSOR_TEXT,
     ExtractError,
     ExtractResult,
-    commit,
-    increment_name,
-    last_increment,
+    Increment,
+    finish_snapshot,
     last_snapshot,
-    same_bytes,
+    not_before,
     staged,
 )
 from lakehouse.core.extract.spec import PostgresSource
@@ -51,8 +50,6 @@ from lakehouse.core.lake import Lake
 
 log = logging.getLogger(__name__)
 
-CURSOR_TEXT = "_lakehouse_cursor"
-"""The cursor as PostgreSQL prints it, selected beside the row: what the next extract compares."""
 _NATIVE_TYPES = {16, 20, 21, 23, 25, 700, 701, 1043, 1082, 1114, 1184}
 """Type OIDs read as they are: bool, int8/2/4, text, float4/8, varchar, date, timestamp[tz]."""
 _DRIVER = re.compile(r"^postgres(ql)?\+[a-z0-9_]+://")
@@ -151,98 +148,35 @@ def extract_postgres(
     with staged(lake, contract.name, day) as stage:
         if spec.mode == "snapshot":
             previous = last_snapshot(lake, contract.name)
-            _not_before(contract, day, previous.landing_date if previous else None)
+            not_before(contract.name, day, previous.landing_date if previous else None)
             sql = f"SELECT {_select_list(shape)} FROM {_relation(spec)} ORDER BY {order}"
             for batch in _batches(dsn, sql, [], spec.batch_rows):
                 stage.write(batch.to_arrow())
                 _progress(say, contract, stage.rows, started)
-            result = ExtractResult(contract.name, "snapshot", stage.rows, None, day, None)
-            if stage.rows == 0:
-                say(
-                    f"extract {contract.name}: the snapshot is empty; not landed (it would "
-                    "retract every key from silver): check the source table"
-                )
-                return result.timed(started)
-            stage.close(
-                {"version": 1, "source": contract.name, "kind": spec.kind, "mode": "snapshot"}
+            return finish_snapshot(
+                lake, contract.name, spec.kind, day, stage, previous, say, started
             )
-            if previous is not None and same_bytes(lake, previous, stage.path):
-                say(
-                    f"extract {contract.name}: snapshot unchanged since "
-                    f"`{previous.relative_path}`; nothing landed"
-                )
-                return result.unchanged().timed(started)
-            uri = commit(lake, contract.name, day, stage, SNAPSHOT_NAME, replace=True)
-            return result.landed(uri).timed(started)
 
         cursor = spec.cursor
         assert cursor is not None
-        previous_commit = last_increment(lake, contract.name)
-        state = previous_commit.state if previous_commit else None
-        if state is not None and state.get("cursor_column") != cursor:
-            say(
-                f"extract {contract.name}: the cursor column changed from "
-                f"`{state.get('cursor_column')}` to `{cursor}`: extracting every row again"
-            )
-            state = None
-        _not_before(contract, day, previous_commit.file.landing_date if previous_commit else None)
-        sequence = previous_commit.sequence + 1 if previous_commit else 1
+        increment = Increment.resume(lake, contract.name, cursor, keys, day, say)
         select = f"SELECT {_select_list(shape)}, {quote_ident(cursor)}::text AS {CURSOR_TEXT}"
         where = f"{quote_ident(cursor)} IS NOT NULL"
         params: list[Any] = []
-        if state is not None:
+        if increment.cursor is not None:
             where = f"{quote_ident(cursor)} >= $1::{shape.types[cursor]}"
-            params = [state["cursor"]]
+            params = [increment.cursor]
         sql = (
             f"{select} FROM {_relation(spec)} WHERE {where} ORDER BY {quote_ident(cursor)}, {order}"
         )
-        seen = _boundary_frame(state, keys)
-        reached: str | None = state["cursor"] if state else None
-        reached_keys: list[list[str]] = [list(k) for k in state["boundary_keys"]] if state else []
         for batch in _batches(dsn, sql, params, spec.batch_rows):
-            if seen is not None:
-                batch = _without_landed(batch, seen, keys)
+            batch = increment.admit(batch, ordered=True)  # ORDER BY the cursor
             if batch.is_empty():
                 continue
-            last = batch[CURSOR_TEXT][-1]
-            at_last = batch.filter(pl.col(CURSOR_TEXT) == last).select(
-                pl.col(k).cast(pl.String) for k in keys
-            )
-            if last != reached:
-                reached, reached_keys = last, []
-            reached_keys += [list(row) for row in at_last.rows()]
             stage.write(batch.drop(CURSOR_TEXT).to_arrow())
             _progress(say, contract, stage.rows, started)
         _warn_null_cursors(dsn, contract, spec, say)
-        result = ExtractResult(contract.name, "incremental", stage.rows, None, day, reached)
-        if stage.rows == 0:
-            say(f"extract {contract.name}: no new rows since cursor `{reached}`")
-            return result.timed(started)
-        stage.close(
-            {
-                "version": 1,
-                "source": contract.name,
-                "kind": spec.kind,
-                "mode": "incremental",
-                "sequence": sequence,
-                "cursor_column": cursor,
-                "cursor": reached,
-                "boundary_keys": reached_keys,
-                "rows": stage.rows,
-                "extracted_at": datetime.now(UTC).isoformat(),
-            }
-        )
-        uri = commit(lake, contract.name, day, stage, increment_name(sequence), replace=False)
-        return result.landed(uri).timed(started)
-
-
-def _not_before(contract: Contract, day: str, last: str | None) -> None:
-    if last is not None and day < last:
-        msg = (
-            f"source `{contract.name}`: landing date `{day}` is before `{last}`, the landing "
-            "date of its last extract: extracts only move forward"
-        )
-        raise ExtractError(msg)
+        return increment.finish(lake, spec.kind, stage, say, started)
 
 
 def _batches(dsn: str, sql: str, params: Sequence[Any], batch_rows: int) -> Iterator[pl.DataFrame]:
@@ -263,25 +197,6 @@ def _batches(dsn: str, sql: str, params: Sequence[Any], batch_rows: int) -> Iter
     except adbc.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExtractError(f"PostgreSQL extract failed: {first}") from exc
-
-
-def _boundary_frame(state: dict | None, keys: list[str]) -> pl.DataFrame | None:
-    """The keys the last extract landed at its final cursor value, with that value."""
-    if not state or not state["boundary_keys"]:
-        return None
-    frame = pl.DataFrame(state["boundary_keys"], schema=keys, orient="row")
-    return frame.with_columns(pl.lit(state["cursor"]).alias(CURSOR_TEXT))
-
-
-def _without_landed(batch: pl.DataFrame, seen: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    as_text = [pl.col(k).cast(pl.String).alias(f"_k_{i}") for i, k in enumerate(keys)]
-    landed = seen.rename({k: f"_k_{i}" for i, k in enumerate(keys)})
-    on = [*(f"_k_{i}" for i in range(len(keys))), CURSOR_TEXT]
-    return (
-        batch.with_columns(as_text)
-        .join(landed, on=on, how="anti")
-        .drop(f"_k_{i}" for i in range(len(keys)))
-    )
 
 
 def _warn_null_cursors(
