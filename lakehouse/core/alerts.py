@@ -30,9 +30,10 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -41,6 +42,7 @@ from lakehouse.core.checks import BLOCKING_CHECKS
 from lakehouse.core.contract import Contract, parse_duration
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import PROJECT_DIR, Lake
+from lakehouse.core.landing import list_landing_files
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +301,7 @@ def rejected_file_alerts(lake: Lake) -> list[Alert]:
         .agg(pl.col("landing_date"))
         .iter_rows()
     ):
-        for date, rows in sorted(system.rejected_now(lake, source, dates).items()):
+        for day, rows in sorted(system.rejected_now(lake, source, dates).items()):
             for r in rows:
                 alerts.append(
                     Alert(
@@ -309,7 +311,7 @@ def rejected_file_alerts(lake: Lake) -> list[Alert]:
                         severity="warning",
                         source=source,
                         asset=f"bronze/{source}",
-                        partition=date,
+                        partition=day,
                     )
                 )
     return alerts
@@ -373,18 +375,81 @@ def _ago(delta_: timedelta) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-LAKE_KINDS = frozenset({"partition_blocked", "check_failed", "file_rejected", "freshness"})
+ARRIVAL_LOOKBACK_DAYS = 7
+"""`arrival_late` looks at this many landing dates back (today included)."""
+
+
+def _arrival_window(now: datetime, zone: str) -> list[date]:
+    today = now.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).date()
+    return [today - timedelta(days=n) for n in range(ARRIVAL_LOOKBACK_DAYS)]
+
+
+def arrival_alerts(
+    lake: Lake, contracts: Iterable[Contract], *, now: datetime | None = None
+) -> list[Alert]:
+    """`arrival_late`: landing dates past their contract's `arrival.expected_by` + `grace` (in its
+    `timezone`) with no file delivered, among the last `ARRIVAL_LOOKBACK_DAYS` dates."""
+    now = now or _now()
+    alerts = []
+    for c in contracts:
+        sla = c.arrival
+        if sla is None:
+            continue
+        zone = ZoneInfo(sla.timezone)
+        local_now = now.replace(tzinfo=UTC).astimezone(zone)
+        due = {
+            day.isoformat(): datetime.combine(day, sla.expected_by, zone) + sla.grace
+            for day in _arrival_window(now, sla.timezone)
+            if (c.since is None or day.isoformat() >= c.since)
+        }
+        late = sorted(d for d, deadline in due.items() if local_now > deadline)
+        if not late:
+            continue
+        landed = {f.landing_date for f in list_landing_files(lake, c.name, late)}
+        for day in late:
+            if day in landed:
+                continue
+            alerts.append(
+                Alert(
+                    kind="arrival_late",
+                    incident=incident_key("arrival_late", f"landing/{c.name}", day),
+                    message=f"no file landed for `{c.name}` landing date {day}: due by "
+                    f"{sla.expected_by:%H:%M} {sla.timezone} + {_ago(sla.grace)} grace "
+                    f"({due[day]:%Y-%m-%d %H:%M %Z})",
+                    source=c.name,
+                    asset=f"landing/{c.name}",
+                    partition=day,
+                )
+            )
+    return alerts
+
+
+LAKE_KINDS = frozenset(
+    {"partition_blocked", "check_failed", "file_rejected", "freshness", "arrival_late"}
+)
 """The kinds `lake_alerts` observes completely: an open one it no longer sees has recovered."""
 
 
 def lake_alerts(lake: Lake, contracts: Iterable[Contract], *, now: datetime | None = None):
-    """Every incident the lake's own tables show now (the `LAKE_KINDS`)."""
+    """Every incident the lake's own tables and landing zone show now (the `LAKE_KINDS`)."""
     return [
         *partition_alerts(lake),
         *check_alerts(lake),
         *rejected_file_alerts(lake),
         *freshness_alerts(lake, contracts, now=now),
+        *arrival_alerts(lake, contracts, now=now),
     ]
+
+
+def covered_by_lake(row: dict, *, now: datetime | None = None) -> bool:
+    """Whether `lake_alerts` vouches for an open incident (its `_system/alerts` row): every one
+    of the `LAKE_KINDS`, except a late arrival older than the days it looks at."""
+    if row["kind"] not in LAKE_KINDS:
+        return False
+    if row["kind"] == "arrival_late":
+        oldest = (now or _now()).date() - timedelta(days=ARRIVAL_LOOKBACK_DAYS - 2)
+        return row["partition"] >= oldest.isoformat()
+    return True
 
 
 # --- delivery ---

@@ -11,9 +11,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 import yaml
@@ -140,6 +141,15 @@ class BatchChecks:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """When a day's delivery is due: `expected_by` (local time) + `grace`, in `timezone`."""
+
+    expected_by: time
+    timezone: str = "UTC"
+    grace: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True)
 class Contract:
     """Everything the platform knows about one source."""
 
@@ -159,6 +169,8 @@ class Contract:
     freshness_fail_after: timedelta | None = None
     freshness_warn_after: timedelta | None = None
     retention_days: int | None = None
+    arrival: Arrival | None = None
+    """The delivery SLA of the landing zone (`arrival:`); None: no `arrival_late` alert."""
     since: str | None = None
     """The first landing date the source has data for (the daily partitions start there)."""
     source: SourceSpec | None = None
@@ -240,6 +252,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "checks",
             "freshness",
             "retention",
+            "arrival",
             "since",
             "delivery",
             "source",
@@ -345,7 +358,36 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         freshness_fail_after=reader.duration(freshness, "fail_after", "freshness.fail_after"),
         freshness_warn_after=reader.duration(freshness, "warn_after", "freshness.warn_after"),
         retention_days=retention_days,
+        arrival=_arrival(raw.get("arrival"), reader),
     )
+
+
+def _arrival(raw: Any, reader: _Reader) -> Arrival | None:
+    """`arrival: {expected_by: "06:00", timezone: Europe/Paris, grace: 15m}`."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise reader.fail("arrival", "must be a mapping with `expected_by`")
+    reader.unknown(raw, "arrival.", {"expected_by", "timezone", "grace"})
+    if isinstance(raw.get("expected_by"), int):  # YAML 1.1 reads an unquoted 06:00 as 360
+        raise reader.fail("arrival.expected_by", 'write the time in quotes, e.g. "06:00"')
+    try:
+        expected_by = time.fromisoformat(
+            str(reader.text(raw, "expected_by", "arrival.expected_by"))
+        )
+    except ValueError:
+        raise reader.fail(
+            "arrival.expected_by", f"`{raw['expected_by']}` is not a time like `06:00`"
+        ) from None
+    zone = str(raw.get("timezone") or "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise reader.fail(
+            "arrival.timezone", f"`{zone}` is not a time zone (e.g. `Europe/Paris`)"
+        ) from None
+    grace = reader.duration(raw, "grace", "arrival.grace") or timedelta(0)
+    return Arrival(expected_by, zone, grace)
 
 
 def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> None:

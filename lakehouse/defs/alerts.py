@@ -241,7 +241,7 @@ def build_alerts_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         written = alerts.sync(
             the_lake,
             alerts.lake_alerts(the_lake, contracts),
-            covers=lambda row: row["kind"] in alerts.LAKE_KINDS,
+            covers=alerts.covered_by_lake,
         )
         firing, recovered = run_alerts(context.instance, stuck_after=stuck_after)
         written += alerts.sync(

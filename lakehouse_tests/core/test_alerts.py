@@ -14,7 +14,7 @@ import pytest
 from lakehouse.core import alerts
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import parse_contract
-from lakehouse.core.errors import ConfigError
+from lakehouse.core.errors import ConfigError, ContractError
 from lakehouse.core.lake import Lake
 from lakehouse.core.silver import load_silver
 from lakehouse_tests.servers import free_port
@@ -57,7 +57,7 @@ def tick(lake: Lake, now: datetime | None = None) -> list[dict]:
     return alerts.sync(
         lake,
         alerts.lake_alerts(lake, [CONTRACT], now=now),
-        covers=lambda row: row["kind"] in alerts.LAKE_KINDS,
+        covers=lambda row: alerts.covered_by_lake(row, now=now),
         now=now,
     )
 
@@ -237,3 +237,43 @@ def test_bad_settings_are_clear_errors() -> None:
         alerts.Alert("late", "late:x", "?")
     with pytest.raises(ConfigError, match="LAKEHOUSE_RUN_STUCK_AFTER: `soon`"):
         alerts.parse_stuck_after("soon", timedelta(hours=1))
+
+
+def test_a_delivery_missing_past_its_deadline_is_late_until_it_lands(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    sla = {"expected_by": "06:00", "timezone": "Europe/Paris", "grace": "15m"}
+    contract = parse_contract({**RAW, "since": DAY1, "arrival": sla}, "events.yaml")
+    deliver(tmp_path, "events", DAY1, "events.csv", events(DAY1, 3))
+
+    def arrivals(utc: str) -> list[dict]:
+        now = datetime.fromisoformat(utc)
+        return alerts.sync(
+            lake,
+            alerts.arrival_alerts(lake, [contract], now=now),
+            covers=lambda row: alerts.covered_by_lake(row, now=now),
+            now=now,
+        )
+
+    # 06:10 in Paris (CEST, UTC+2) on DAY2: within the grace
+    assert arrivals(f"{DAY2}T04:10:00") == []
+    # 06:20: late (DAY1 landed, and nothing is due before `since`)
+    late = arrivals(f"{DAY2}T04:20:00")
+    assert [(r["incident"], r["asset"], r["partition"]) for r in late] == [
+        (f"arrival_late:landing/events:{DAY2}", "landing/events", DAY2)
+    ]
+    assert f"due by 06:00 Europe/Paris + 15m grace ({DAY2} 06:15 CEST)" in late[0]["message"]
+    assert arrivals(f"{DAY2}T05:00:00") == []  # still late: no second alert
+    deliver(tmp_path, "events", DAY2, "events.csv", events(DAY2, 3))
+    resolved = arrivals(f"{DAY2}T05:10:00")
+    assert [(r["incident"], r["status"]) for r in resolved] == [(late[0]["incident"], "resolved")]
+
+
+def test_arrival_mistakes_name_the_field() -> None:
+    with pytest.raises(ContractError, match=r"arrival\.expected_by.*in quotes"):
+        parse_contract({**RAW, "arrival": {"expected_by": 360}}, "events.yaml")
+    with pytest.raises(ContractError, match=r"arrival\.timezone.*`Mars/Olympus`"):
+        parse_contract(
+            {**RAW, "arrival": {"expected_by": "06:00", "timezone": "Mars/Olympus"}}, "e.yaml"
+        )
+    with pytest.raises(ContractError, match=r"arrival\.expected_by.*`soon`"):
+        parse_contract({**RAW, "arrival": {"expected_by": "soon"}}, "events.yaml")

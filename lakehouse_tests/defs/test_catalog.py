@@ -41,7 +41,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
         raised = alerts.sync(
             the_lake,
             alerts.lake_alerts(the_lake, load_contracts()),
-            covers=lambda row: row["kind"] in alerts.LAKE_KINDS,
+            covers=alerts.covered_by_lake,
         )
         alerts.deliver(the_lake, [alerts.WebhookSink(f"http://127.0.0.1:{port}/")])
     assert raised and len(hook.bodies) == len(raised)
