@@ -26,7 +26,7 @@ def extract_asset(contract: Contract) -> dg.AssetsDefinition:
     """`landing/<source>`: one extract of the contract's source into its landing zone."""
     spec = contract.source
     assert spec is not None, f"`{contract.name}` is delivered as files"
-    what = spec.table or "a query"
+    what = getattr(spec, "table", None) or getattr(spec, "path", None) or "a query"
     metadata: dict = {
         "contract": contract.path,
         "layout": "<source>/<YYYY-MM-DD>/extract-NNNNNN.parquet | snapshot.parquet",
@@ -37,7 +37,7 @@ def extract_asset(contract: Contract) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=landing_key(contract.name),
-        description=f"`{contract.name}` extracted from PostgreSQL ({what}, {spec.mode}) as "
+        description=f"`{contract.name}` extracted from {spec.kind} ({what}, {spec.mode}) as "
         f"Parquet files: {contract.description}",
         group_name="landing",
         kinds={spec.kind, "parquet"},

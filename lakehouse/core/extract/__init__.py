@@ -1,6 +1,6 @@
 """Extraction: sources that are not delivered as files land as Parquet files, one road into bronze.
 
-Each kind has one module (`postgres`); `landed` is the commit protocol they share (the landed
+Each kind has one module (`postgres`, `http`); `landed` is the commit protocol they share (the landed
 file is the commit and carries the extract's position); `spec` parses the contract's `source:`
 block. Downstream of the landing zone nothing knows how a file got there.
 """
@@ -36,6 +36,10 @@ def extract(
     if contract.source is None:
         msg = f"source `{contract.name}` is delivered as files: it has no `source:` to extract"
         raise ConfigError(msg)
+    if contract.source.kind == "http":
+        from lakehouse.core.extract.http import extract_http
+
+        return extract_http(lake, contract, landing_date=landing_date, progress=progress)
     from lakehouse.core.extract.postgres import extract_postgres
 
     return extract_postgres(lake, contract, landing_date=landing_date, progress=progress)

@@ -7,6 +7,8 @@
       cursor: updated_at        # incremental: rows whose cursor is at or past the last extract's
       mode: incremental         # or snapshot: the whole table every run (its deletes reach silver)
 
+    source: {kind: http, url: ..., path: ..., cursor: ..., cursor_param: ...}   # see HttpSource
+
 Kept free of `contract.py` so that the contract can validate the block on load without a cycle.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lakehouse.core.errors import ContractError
 
-SOURCE_KINDS = ("files", "postgres")
+SOURCE_KINDS = ("files", "postgres", "http")
+AUTH_TYPES = ("bearer", "api_key")
 MODES = ("incremental", "snapshot")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -44,7 +47,36 @@ class PostgresSource:
         return "snapshot" if self.mode == "snapshot" else "events"
 
 
-SourceSpec = PostgresSource
+@dataclass(frozen=True)
+class HttpSource:
+    """A paginated JSON API read through dlt's `rest_api` source, landed as Parquet files."""
+
+    url: str
+    """The API's base URL, e.g. `https://api.example.com/v1/`."""
+    path: str
+    """The endpoint under `url`, e.g. `orders`."""
+    data_selector: str | None = None
+    """Where the records are in each response (a JSONPath such as `data`); dlt guesses if unset."""
+    paginator: Mapping[str, Any] | str | None = None
+    """dlt's paginator config (`{type: page_number, page_param: page}`, `json_link`, `header_link`,
+    `offset`, `cursor`); dlt detects one when unset."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    auth: Mapping[str, str] = field(default_factory=dict)
+    """`{type: bearer, token_env: VAR}` or `{type: api_key, name: X-Key, location: header,
+    key_env: VAR}`: the secret is read from the environment, never written in the contract."""
+    cursor: str | None = None
+    """The record field that grows on every change (incremental)."""
+    cursor_param: str | None = None
+    """The query parameter that asks for records at or after a cursor value."""
+    mode: Literal["incremental", "snapshot"] = "incremental"
+    kind: Literal["http"] = "http"
+
+    @property
+    def delivery(self) -> Literal["events", "snapshot"]:
+        return "snapshot" if self.mode == "snapshot" else "events"
+
+
+SourceSpec = PostgresSource | HttpSource
 """Every extracted kind (files need no block)."""
 
 
@@ -62,14 +94,80 @@ def parse_source(raw: Any, path: object) -> SourceSpec | None:
     if kind == "files":
         _unknown(raw, {"kind"}, path)
         return None
+    if kind == "http":
+        return _http(raw, path)
     return _postgres(raw, path)
 
 
 def _unknown(raw: Mapping[str, Any], allowed: set[str], path: object) -> None:
+    _unknown_in(raw, allowed, "source.", path)
+
+
+def _mode(raw: Mapping[str, Any], path: object) -> tuple[str | None, str]:
+    cursor = raw.get("cursor")
+    mode = raw.get("mode", "incremental" if cursor is not None else "snapshot")
+    if mode not in MODES:
+        raise ContractError(path, "source.mode", f"`{mode}` is not one of {', '.join(MODES)}")
+    if mode == "incremental" and cursor is None:
+        raise ContractError(
+            path, "source.cursor", "mode `incremental` needs a cursor column (e.g. `updated_at`)"
+        )
+    if mode == "snapshot" and cursor is not None:
+        raise ContractError(path, "source.cursor", "applies only to mode `incremental`")
+    if cursor is not None and (not isinstance(cursor, str) or not _IDENTIFIER.match(cursor)):
+        raise ContractError(path, "source.cursor", f"`{cursor}` is not a column name")
+    return cursor, mode
+
+
+def _http(raw: Mapping[str, Any], path: object) -> HttpSource:
+    allowed = {"kind", "url", "path", "data_selector", "paginator", "params", "auth", "cursor"}
+    _unknown(raw, allowed | {"cursor_param", "mode"}, path)
+    url = raw.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ContractError(path, "source.url", "is required: the API's base URL (http(s)://...)")
+    endpoint = raw.get("path")
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ContractError(path, "source.path", "is required: the endpoint under `url`")
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ContractError(path, "source.params", "must be a mapping of query parameters")
+    auth = raw.get("auth") or {}
+    if auth:
+        if not isinstance(auth, Mapping) or auth.get("type") not in AUTH_TYPES:
+            raise ContractError(path, "source.auth.type", f"must be one of {', '.join(AUTH_TYPES)}")
+        secret = "token_env" if auth["type"] == "bearer" else "key_env"
+        _unknown_in(auth, {"type", secret, "name", "location"}, "source.auth.", path)
+        if not isinstance(auth.get(secret), str) or not _ENV_NAME.match(auth[secret]):
+            raise ContractError(
+                path, f"source.auth.{secret}", "is required: the variable holding the secret"
+            )
+    cursor, mode = _mode(raw, path)
+    cursor_param = raw.get("cursor_param")
+    if mode == "incremental" and not isinstance(cursor_param, str):
+        raise ContractError(
+            path, "source.cursor_param", "the query parameter that passes the cursor (`since`)"
+        )
+    paginator = raw.get("paginator")
+    if paginator is not None and not isinstance(paginator, Mapping | str):
+        raise ContractError(path, "source.paginator", "must be a dlt paginator (name or mapping)")
+    return HttpSource(
+        url=url,
+        path=endpoint.strip(),
+        data_selector=raw.get("data_selector"),
+        paginator=paginator,
+        params=dict(params),
+        auth={k: str(v) for k, v in auth.items()},
+        cursor=cursor,
+        cursor_param=cursor_param if mode == "incremental" else None,
+        mode=mode,
+    )
+
+
+def _unknown_in(raw: Mapping[str, Any], allowed: set[str], prefix: str, path: object) -> None:
     for key in raw:
         if key not in allowed:
             raise ContractError(
-                path, f"source.{key}", f"unknown field; allowed here: {', '.join(sorted(allowed))}"
+                path, f"{prefix}{key}", f"unknown field; allowed here: {', '.join(sorted(allowed))}"
             )
 
 
@@ -91,18 +189,7 @@ def _postgres(raw: Mapping[str, Any], path: object) -> PostgresSource:
             )
     if query is not None and (not isinstance(query, str) or not query.strip()):
         raise ContractError(path, "source.query", "must be a non-empty SELECT statement")
-    cursor = raw.get("cursor")
-    mode = raw.get("mode", "incremental" if cursor is not None else "snapshot")
-    if mode not in MODES:
-        raise ContractError(path, "source.mode", f"`{mode}` is not one of {', '.join(MODES)}")
-    if mode == "incremental" and cursor is None:
-        raise ContractError(
-            path, "source.cursor", "mode `incremental` needs a cursor column (e.g. `updated_at`)"
-        )
-    if mode == "snapshot" and cursor is not None:
-        raise ContractError(path, "source.cursor", "applies only to mode `incremental`")
-    if cursor is not None and (not isinstance(cursor, str) or not _IDENTIFIER.match(cursor)):
-        raise ContractError(path, "source.cursor", f"`{cursor}` is not a column name")
+    cursor, mode = _mode(raw, path)
     batch_rows = raw.get("batch_rows", PostgresSource.batch_rows)
     if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
         raise ContractError(path, "source.batch_rows", "must be a positive whole number")
