@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from lakehouse.core import delta
+from lakehouse.core import delta, system
 from lakehouse.core.contract import Contract, load_contracts
 from lakehouse.core.errors import LakehouseError
 from lakehouse.core.lake import Lake
@@ -354,10 +354,27 @@ def summary_table(lake: Lake) -> str:
         )
     gold_dir = Path(lake.root) / "lake" / "gold"
     if not lake.is_s3 and gold_dir.is_dir():
-        lines += ["", f"{'gold mart':<24}{'rows':>10}", "-" * 34]
-        for mart in sorted(p.name for p in gold_dir.iterdir()):
-            lines.append(f"{mart:<24}{table_rows(lake, 'gold', mart) or 0:>10}")
-    return "\n".join(lines)
+        lines += ["", f"{'gold mart':<30}{'rows':>10}", "-" * 40]
+        marts = sorted(p.name for p in gold_dir.iterdir() if p.name != "metrics")
+        if (gold_dir / "metrics").is_dir():  # the headline metrics, one table each
+            marts += sorted(f"metrics/{p.name}" for p in (gold_dir / "metrics").iterdir())
+        for mart in marts:
+            lines.append(f"{mart:<30}{table_rows(lake, 'gold', mart) or 0:>10}")
+    return "\n".join(lines + rejected_lines(lake))
+
+
+def rejected_lines(lake: Lake) -> list[str]:
+    """The landed files bronze cannot read now (their latest outcome is a rejection)."""
+    from lakehouse.core.landing import list_landing_files
+
+    rows = []
+    for c in load_contracts():
+        dates = sorted({f.landing_date for f in list_landing_files(lake, c.name)})
+        for files in system.rejected_now(lake, c.name, dates).values():
+            rows += [f"  {f['path']}: {f['reason']}" for f in files]
+    if not rows:
+        return []
+    return ["", "rejected files (nothing of them is in bronze; see _system/rejected_files):", *rows]
 
 
 def checks_table(results: Sequence[object]) -> str:

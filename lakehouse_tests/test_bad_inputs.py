@@ -462,6 +462,13 @@ def test_landed_rows_count_what_bronze_read_and_nothing_crashes(built: Built) ->
     assert landed_rows(lake, "orders") == bronze.height  # .gz, blank lines, junk, empty: as bronze
     table = summary_table(lake)  # an empty, a binary and a broken gzip file landed: no crash
     assert f"{'orders':<12}{bronze.height:>10}{bronze.height:>10}" in table
+    # and it lists every file bronze could not read, with its reason
+    rejected = system.read_table(lake, "rejected_files").filter(
+        pl.col("path").str.count_matches("/") == 2
+    )
+    assert rejected.height >= 2
+    for path, reason in rejected.select("path", "reason").iter_rows():
+        assert f"  {path}: {reason}" in table
     # the misnamed folder: not a landing date, recorded once, whatever lists it how often
     assert "2024-02-30" not in landed_dates(lake)
     landing._reported.clear()
