@@ -7,7 +7,9 @@ block. Downstream of the landing zone nothing knows how a file got there.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from lakehouse.core.errors import ConfigError
@@ -16,6 +18,8 @@ from lakehouse.core.lake import Lake
 
 if TYPE_CHECKING:  # the contract module imports `extract.spec`: no import cycle at run time
     from lakehouse.core.contract import Contract
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ExtractError", "ExtractResult", "extract", "extracted_contracts"]
 
@@ -36,10 +40,12 @@ def extract(
     if contract.source is None:
         msg = f"source `{contract.name}` is delivered as files: it has no `source:` to extract"
         raise ConfigError(msg)
+    day = landing_date or datetime.now(UTC).date().isoformat()
+    say = progress or log.info
     if contract.source.kind == "http":
         from lakehouse.core.extract.http import extract_http
 
-        return extract_http(lake, contract, landing_date=landing_date, progress=progress)
+        return extract_http(lake, contract, day, say)
     from lakehouse.core.extract.postgres import extract_postgres
 
-    return extract_postgres(lake, contract, landing_date=landing_date, progress=progress)
+    return extract_postgres(lake, contract, day, say)

@@ -17,11 +17,9 @@ return records at or after it) and drops the records the last extract already la
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -40,8 +38,6 @@ from lakehouse.core.extract.landed import (
 )
 from lakehouse.core.extract.spec import HttpSource
 from lakehouse.core.lake import Lake
-
-log = logging.getLogger(__name__)
 
 PAGE_ROWS = 10_000
 """Records per progress line."""
@@ -118,17 +114,11 @@ def _frames(
 
 
 def extract_http(
-    lake: Lake,
-    contract: Contract,
-    *,
-    landing_date: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    lake: Lake, contract: Contract, day: str, say: Callable[[str], None]
 ) -> ExtractResult:
-    """Extract the contract's HTTP API source into its landing zone (one file, or none)."""
+    """Extract the contract's HTTP API source into landing date `day` (one file, or none)."""
     spec = contract.source
     assert isinstance(spec, HttpSource)
-    say = progress or log.info
-    day = landing_date or datetime.now(UTC).date().isoformat()
     started = time.monotonic()
     keys = [contract.column(k).name for k in contract.primary_key]
     params = dict(spec.params)

@@ -21,14 +21,12 @@ keeps values as strings anyway.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -47,8 +45,6 @@ from lakehouse.core.extract.landed import (
 )
 from lakehouse.core.extract.spec import PostgresSource
 from lakehouse.core.lake import Lake
-
-log = logging.getLogger(__name__)
 
 _NATIVE_TYPES = {16, 20, 21, 23, 25, 700, 701, 1043, 1082, 1114, 1184}
 """Type OIDs read as they are: bool, int8/2/4, text, float4/8, varchar, date, timestamp[tz]."""
@@ -129,17 +125,11 @@ def _select_list(shape: _Shape) -> str:
 
 
 def extract_postgres(
-    lake: Lake,
-    contract: Contract,
-    *,
-    landing_date: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    lake: Lake, contract: Contract, day: str, say: Callable[[str], None]
 ) -> ExtractResult:
-    """Extract the contract's PostgreSQL source into its landing zone (one file, or none)."""
+    """Extract the contract's PostgreSQL source into landing date `day` (one file, or none)."""
     spec = contract.source
     assert isinstance(spec, PostgresSource)
-    say = progress or log.info
-    day = landing_date or datetime.now(UTC).date().isoformat()
     dsn = dsn_from_env(contract, spec)
     started = time.monotonic()
     shape = _describe(dsn, contract, spec)
