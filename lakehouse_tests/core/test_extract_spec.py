@@ -75,3 +75,17 @@ def test_delivery_and_format_must_match_the_extract() -> None:
     raw["format"] = {"type": "csv"}
     with pytest.raises(ContractError, match="a `postgres` source lands parquet files"):
         parse_contract(raw, "a.yaml")
+
+
+def test_the_cli_names_a_source_that_has_nothing_to_extract(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse.cli import main
+    from lakehouse.core.contract import CONTRACTS_DIR
+
+    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(CONTRACTS_DIR))  # the demo's: files only
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path))  # restored after `main` sets it
+    assert main(["extract", "customers"]) == 2
+    assert "`customers` is delivered as files" in capsys.readouterr().err
+    assert main(["extract", "nope"]) == 2
+    assert "no contract for source `nope`" in capsys.readouterr().err
