@@ -150,7 +150,6 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
             dates,
             run_id=context.run.run_id,
             reprocess=reprocess_requested(context, contract.name),
-            deployment=shared_instance(context.instance),
         )
         for rejected in result.files_rejected:
             context.log.warning(f"rejected landing file {rejected['path']}: {rejected['reason']}")
@@ -232,6 +231,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
             dates,
             run_id=context.run.run_id,
             reprocess=reprocess_requested(context, contract.name),
+            deployment=shared_instance(context.instance),
         )
         for date in result.blocked_dates + result.held_dates:
             audit = result.partitions[date]
