@@ -6,6 +6,7 @@ lakehouse materialize                        bronze + silver for every landed da
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
 lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
+lakehouse metrics list | query M1,M2 [--by store] [--grain week]   metrics without SQL
 lakehouse extract SOURCE                     land new rows of a database source as a Parquet file
 """
 
@@ -113,6 +114,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     draft_p.add_argument(
         "--out", metavar="DIR", help="write DIR/SOURCE.yaml (default: the contracts directory)"
     )
+    metrics_p = sub.add_parser("metrics", help="list the metrics, or query them without SQL")
+    metrics_sub = metrics_p.add_subparsers(dest="metrics_command", required=True)
+    metrics_sub.add_parser("list", help="every metric: description, owner, dimensions")
+    query_p = metrics_sub.add_parser(
+        "query", help="metrics per day, week or month, optionally by a dimension"
+    )
+    query_p.add_argument("metrics", help="comma-separated metric names, e.g. revenue,order_count")
+    query_p.add_argument(
+        "--by", default="", help="comma-separated dimensions: store, product_type, customer_cohort"
+    )
+    query_p.add_argument("--grain", default="day", help="day, week or month (default day)")
+    query_p.add_argument("--since", metavar="DATE", help="first day (YYYY-MM-DD)")
+    query_p.add_argument("--until", metavar="DATE", help="last day (YYYY-MM-DD)")
+    query_p.add_argument(
+        "--format", default="table", choices=["table", "csv", "json"], help="output (default table)"
+    )
     args = parser.parse_args(argv)
     if (
         args.command == "seed"
@@ -144,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _extract(lake, args.source, args.landing_date)
         if args.command == "contract":
             return _draft(lake, args.source, args.primary_key, args.out)
+        if args.command == "metrics":
+            return _metrics(lake, args)
         print(summary_table(lake))
         return 0
     except LakehouseError as exc:
@@ -241,6 +260,25 @@ def _draft(lake: Lake, source: str, primary_key: str | None, out: str | None) ->
     keys = [k.strip() for k in primary_key.split(",") if k.strip()] if primary_key else None
     path, draft = write_draft(lake, source, directory, primary_key=keys)
     print(f"Drafted {path}\n{draft.summary}; review the TODOs before materializing")
+    return 0
+
+
+def _metrics(lake: Lake, args: argparse.Namespace) -> int:
+    from lakehouse.core.metrics import parse_date, render, semantic_layer
+
+    layer = semantic_layer(lake.warehouse_path)
+    if args.metrics_command == "list":
+        for m in layer.metrics():
+            print(f"{m.name} ({m.type}, owner {m.owner or '-'}): {m.description}")
+            print(f"    dimensions: {', '.join(m.dimensions) or '-'}; grains: day, week, month")
+        return 0
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    by = [d.strip() for d in args.by.split(",") if d.strip()]
+    since = parse_date(args.since, "--since")
+    until = parse_date(args.until, "--until")
+    result = layer.query(names, by=by, grain=args.grain, since=since, until=until)
+    print(render(result.frame, args.format))
+    log.info("metrics: %d row(s) in %.2fs", result.frame.height, result.seconds)
     return 0
 
 

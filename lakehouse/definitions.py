@@ -16,7 +16,7 @@ from lakehouse.defs.alerts import build_alerts_sensor
 from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.catalog import build_catalog_sensor, catalog_specs
 from lakehouse.defs.extract import extract_assets, extract_schedules
-from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts
+from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
 from lakehouse.defs.sources import bronze_asset, landing_spec, silver_asset
@@ -38,6 +38,7 @@ def build_definitions() -> dg.Definitions:
             *(silver_asset(c) for c in contracts),
             gold_daily_marts,
             gold_marts,
+            gold_metrics,
             *catalog_specs(contracts, lake),
         ],
         sensors=[

@@ -1,9 +1,13 @@
-"""Gold marts leave the DuckDB warehouse as Delta tables, readable by any engine."""
+"""The dbt project (its manifest, its executable) and gold marts leaving the DuckDB warehouse as
+Delta tables, readable by any engine."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -12,10 +16,42 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from lakehouse.core import delta
-from lakehouse.core.lake import Lake
+from lakehouse.core.lake import PROJECT_DIR, Lake
 
+DBT_DIR = PROJECT_DIR / "dbt"
+MANIFEST = DBT_DIR / "target" / "manifest.json"
+"""`dbt parse`'s output: the manifest the code location loads, beside `semantic_manifest.json`."""
 DATE_COLUMN = "order_date"
 """The date column of daily partitioned marts: a partition run publishes only its dates."""
+
+
+def dbt_executable() -> str:
+    """The `dbt` installed beside this Python (the venv's), else the one on PATH."""
+    dbt = Path(sys.executable).with_name("dbt")
+    return str(dbt) if dbt.exists() else "dbt"
+
+
+def ensure_manifest() -> Path:
+    """Parse the dbt project if its manifest is missing or older than any project file."""
+    sources = [
+        p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
+    ]
+    newest = max(p.stat().st_mtime for p in sources)
+    if not MANIFEST.exists() or MANIFEST.stat().st_mtime < newest:
+        subprocess.run(
+            [
+                dbt_executable(),
+                "parse",
+                "--quiet",
+                "--project-dir",
+                str(DBT_DIR),
+                "--profiles-dir",
+                str(DBT_DIR),
+            ],
+            check=True,
+            cwd=DBT_DIR,
+        )
+    return MANIFEST
 
 
 def publish_marts(
@@ -58,6 +94,19 @@ def publish_marts(
             "published": changed,
         }
     return published
+
+
+def publish_table(lake: Lake, name: str, rows: pa.Table, *, run_id: str) -> dict[str, Any]:
+    """Overwrite `<root>/lake/gold/<name>` with `rows` (no new version if it holds them)."""
+    uri = lake.table_uri("gold", name)
+    changed = _overwrite(lake, uri, rows, run_id=run_id)
+    rows_total, version = delta.table_stats(lake, uri) or (0, 0)
+    return {
+        "dagster/row_count": rows_total,
+        "delta_version": version,
+        "dagster/uri": uri,
+        "published": changed,
+    }
 
 
 @delta.retry_conflicts

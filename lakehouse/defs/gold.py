@@ -7,14 +7,14 @@ Gold follows what silver changed (`lakehouse.core.follow`), not the landing date
 `daily` in dbt (incremental by `order_date`) rebuild and publish exactly the event dates silver
 changed since they last built, reading only those silver partitions; a late file for last month
 rebuilds last month's dates. The other marts are rebuilt whole, when a source of theirs changed.
-The `gold_sensor` (daemon) and `lakehouse materialize` start those runs; a run launched by hand
-for a partition range rebuilds that range too.
+The `gold_sensor` (daemon) and `lakehouse materialize` start those runs, whole marts first (the
+star's dimensions, which the daily facts read), then the daily marts, then the headline metrics
+(`gold_metrics`, from the semantic layer); a run launched by hand for a partition range rebuilds
+that range too.
 """
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,13 +33,12 @@ from dagster_dbt import (
 
 from lakehouse.core import follow
 from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
-from lakehouse.core.gold import publish_marts
-from lakehouse.core.lake import PROJECT_DIR, Lake
+from lakehouse.core.gold import DBT_DIR, dbt_executable, ensure_manifest, publish_marts
+from lakehouse.core.lake import Lake
+from lakehouse.core.metrics import HEADLINE, publish_headline, semantic_layer
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
-DBT_DIR = PROJECT_DIR / "dbt"
-MANIFEST = DBT_DIR / "target" / "manifest.json"
 RUN_TARGET = DBT_DIR / "target" / "run"
 """dbt's target folder for builds: apart from the manifest the code location loads, which a build
 would otherwise rewrite under a reader's feet."""
@@ -47,17 +46,14 @@ GOLD_SCHEMA = "gold"
 DAILY_TAG = "daily"
 DAILY_CONSUMER = "gold_daily_marts"
 WHOLE_CONSUMER = "gold_marts"
+METRICS_CONSUMER = "gold_metrics"
+METRICS_SOURCES = ("fct_orders", "fct_order_items", "customers")
+"""The gold tables the semantic layer's headline metrics read."""
 TRIGGER_TAG = "lakehouse/trigger"
 SILVER_CHANGES = "silver_changes"
 """`TRIGGER_TAG` value of gold runs started for silver's changes: they rebuild just those."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """DuckDB allows one writer per file: every warehouse writer runs in this pool (limit 1)."""
-
-
-def dbt_executable() -> str:
-    """The `dbt` installed beside this Python (the venv's), else the one on PATH."""
-    dbt = Path(sys.executable).with_name("dbt")
-    return str(dbt) if dbt.exists() else "dbt"
 
 
 def dbt_resource() -> DbtCliResource:
@@ -66,39 +62,20 @@ def dbt_resource() -> DbtCliResource:
     )
 
 
-def ensure_manifest() -> Path:
-    """Parse the dbt project if its manifest is missing or older than any project file."""
-    sources = [
-        p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
-    ]
-    newest = max(p.stat().st_mtime for p in sources)
-    if not MANIFEST.exists() or MANIFEST.stat().st_mtime < newest:
-        subprocess.run(
-            [
-                dbt_executable(),
-                "parse",
-                "--quiet",
-                "--project-dir",
-                str(DBT_DIR),
-                "--profiles-dir",
-                str(DBT_DIR),
-            ],
-            check=True,
-            cwd=DBT_DIR,
-        )
-    return MANIFEST
+GOLD_RESOURCES = ("model", "snapshot")
+"""dbt resources that are gold assets: the star, the marts and the customers snapshot."""
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
-    """Marts are `gold/<model>`; sources keep the silver keys from their meta."""
+    """Models and snapshots are `gold/<name>`; sources keep the silver keys from their meta."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        if dbt_resource_props["resource_type"] == "model":
+        if dbt_resource_props["resource_type"] in GOLD_RESOURCES:
             return dg.AssetKey([GOLD_SCHEMA, dbt_resource_props["name"]])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return GOLD_SCHEMA if dbt_resource_props["resource_type"] == "model" else None
+        return GOLD_SCHEMA if dbt_resource_props["resource_type"] in GOLD_RESOURCES else None
 
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
@@ -141,6 +118,8 @@ def build_and_publish(
     dbt: DbtCliResource,
     lake: Lake,
     dates: Sequence[str] | None = None,
+    *,
+    indirect_selection: str = "cautious",
 ) -> Iterator[Any]:
     """`dbt build` the selected marts, then publish each as Delta (only `dates` if given).
 
@@ -155,9 +134,13 @@ def build_and_publish(
     # warehouse writers run one at a time (pool `duckdb_warehouse`), so they never share it.
     with _environ_for_call(dbt_env(lake, dates)):
         # `cautious`: in a subset (a mart held back by a failed blocking check upstream), a test
-        # runs only if every model it reads was selected.
+        # runs only if every model it reads was selected. The daily marts' tests that read a
+        # dimension (built by the whole marts' run, which goes first) run with any daily mart
+        # they test (`eager`).
         invocation = dbt.cli(
-            ["build", "--indirect-selection", "cautious"], context=context, target_path=RUN_TARGET
+            ["build", "--indirect-selection", indirect_selection],
+            context=context,
+            target_path=RUN_TARGET,
         )
     events = list(_check_evaluations_for_tests(context, invocation))
     # The DuckDB file is free only once dbt has exited: publish after the build, then report.
@@ -239,7 +222,11 @@ def gold_daily_marts(
         + ("every date" if dates is None else f"{len(dates)} event date(s)")
     )
     yield from build_and_publish(
-        context, dbt, the_lake, sorted(dates) if dates is not None else None
+        context,
+        dbt,
+        the_lake,
+        sorted(dates) if dates is not None else None,
+        indirect_selection="eager",
     )
     follow.taken_in(the_lake, DAILY_CONSUMER, todo, run_id=context.run.run_id)
 
@@ -259,6 +246,36 @@ def gold_marts(
     todo = follow.pending(the_lake, WHOLE_CONSUMER, silver_sources(context.assets_def))
     yield from build_and_publish(context, dbt, the_lake)
     follow.taken_in(the_lake, WHOLE_CONSUMER, todo, run_id=context.run.run_id)
+
+
+@dg.multi_asset(
+    name="gold_metrics",
+    specs=[
+        dg.AssetSpec(
+            [GOLD_SCHEMA, "metrics", name],
+            deps=[[GOLD_SCHEMA, t] for t in METRICS_SOURCES],
+            group_name=GOLD_SCHEMA,
+            kinds={"metricflow", "deltalake"},
+            description=f"The `{name}` metric (dbt/models/semantic) per day, by store where it "
+            "has one: the semantic layer's answer as a Delta table.",
+        )
+        for name in HEADLINE
+    ],
+    pool=WAREHOUSE_POOL,
+)
+def gold_metrics(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
+    """The headline metrics, recomputed from the star after the gold marts' runs."""
+    the_lake = lake.lake()
+    todo = follow.pending(the_lake, METRICS_CONSUMER, _metric_silver_sources())
+    layer = semantic_layer(the_lake.warehouse_path)
+    published = publish_headline(layer, the_lake, run_id=context.run.run_id)
+    for name, metadata in published.items():
+        yield dg.MaterializeResult(asset_key=[GOLD_SCHEMA, "metrics", name], metadata=metadata)
+    follow.taken_in(the_lake, METRICS_CONSUMER, todo, run_id=context.run.run_id)
+
+
+def _metric_silver_sources() -> list[str]:
+    return sorted({*silver_sources(gold_marts), *silver_sources(gold_daily_marts)})
 
 
 @dataclass(frozen=True)
@@ -298,8 +315,23 @@ def buildable_marts(lake: Lake, assets_def: dg.AssetsDefinition) -> list[dg.Asse
 
 
 def pending_gold_runs(lake: Lake) -> list[GoldRun]:
-    """The gold runs that would take in silver's changes not yet built: none when nothing changed."""
+    """The gold runs that would take in silver's changes not yet built: none when nothing changed.
+
+    The whole marts' run comes first: the daily facts look up and test against the dimensions
+    it builds (dim_customers, dim_stores, dim_dates). The headline metrics come last.
+    """
     runs = []
+    whole_keys = buildable_marts(lake, gold_marts)
+    whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
+    if whole_keys and not whole.empty:
+        runs.append(
+            GoldRun(
+                gold_marts,
+                whole_keys,
+                {TRIGGER_TAG: SILVER_CHANGES},
+                f"{WHOLE_CONSUMER}:{json.dumps(whole.versions, sort_keys=True)}",
+            )
+        )
     daily_keys = buildable_marts(lake, gold_daily_marts)
     daily = follow.pending(lake, DAILY_CONSUMER, silver_sources(gold_daily_marts))
     if daily_keys and not daily.empty:
@@ -321,15 +353,17 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
                 f"{DAILY_CONSUMER}:{json.dumps(daily.versions, sort_keys=True)}",
             )
         )
-    whole_keys = buildable_marts(lake, gold_marts)
-    whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
-    if whole_keys and not whole.empty:
+    built = {k.path[-1] for run in runs for k in run.keys} | {
+        k.path[-1] for k in [*whole_keys, *daily_keys]
+    }
+    metrics = follow.pending(lake, METRICS_CONSUMER, _metric_silver_sources())
+    if set(METRICS_SOURCES) <= built and not metrics.empty:
         runs.append(
             GoldRun(
-                gold_marts,
-                whole_keys,
+                gold_metrics,
+                sorted(gold_metrics.keys, key=lambda k: k.to_user_string()),
                 {TRIGGER_TAG: SILVER_CHANGES},
-                f"{WHOLE_CONSUMER}:{json.dumps(whole.versions, sort_keys=True)}",
+                f"{METRICS_CONSUMER}:{json.dumps(metrics.versions, sort_keys=True)}",
             )
         )
     return runs

@@ -19,7 +19,7 @@ from lakehouse.core.arrivals import Ledger, Load, identity, scan
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
-from lakehouse.defs.gold import gold_daily_marts, gold_marts, pending_gold_runs
+from lakehouse.defs.gold import gold_daily_marts, gold_marts, gold_metrics, pending_gold_runs
 from lakehouse.defs.partitions import daily_partitions
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sources import bronze_key
@@ -166,7 +166,7 @@ GOLD_TICK_SECONDS = 15
     "the event dates silver changed, the whole marts when one of their sources changed.",
     minimum_interval_seconds=GOLD_TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    target=[*gold_daily_marts.keys, *gold_marts.keys],
+    target=[*gold_daily_marts.keys, *gold_marts.keys, *gold_metrics.keys],
 )
 def gold_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     """One request per pending gold run; the run key names the silver versions it takes in, so

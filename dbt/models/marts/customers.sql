@@ -1,11 +1,13 @@
+{#- One row per customer (their current version) with their order history in aggregate. -#}
 with
 
 customers as (
-    select * from {{ ref('stg_customers') }}
+    select * from {{ ref('dim_customers') }}
+    where is_current
 ),
 
 orders as (
-    select * from {{ ref('stg_orders') }}
+    select * from {{ ref('int_orders') }}
 ),
 
 customer_orders as (
@@ -25,6 +27,7 @@ final as (
         customers.customer_name_pseudonym,
         customer_orders.first_ordered_at,
         customer_orders.last_ordered_at,
+        cast(customer_orders.first_ordered_at as date) as first_order_date,
         coalesce(customer_orders.order_count, 0) as order_count,
         coalesce(customer_orders.lifetime_spend, 0) as lifetime_spend,
         coalesce(customer_orders.order_count, 0) > 1 as is_repeat_buyer

@@ -13,7 +13,7 @@
 with
 
 orders as (
-    select * from {{ ref('stg_orders') }}
+    select * from {{ ref('fct_orders') }}
     where {{ event_dates_filter('order_date') }}
 ),
 

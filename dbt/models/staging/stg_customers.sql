@@ -7,7 +7,8 @@ source as (
 renamed as (
     select
         id as customer_id,
-        name as customer_name_pseudonym
+        name as customer_name_pseudonym,
+        cast(_landing_date as timestamp) as delivered_at
     from source
 )
 
