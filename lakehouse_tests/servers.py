@@ -142,6 +142,12 @@ def seaweedfs(workdir: Path, bucket: str = "lake") -> Iterator[S3Server]:
 @dataclass(frozen=True)
 class Postgres:
     port: int
+    restart_command: tuple[str, ...] = ()
+    """`pg_ctl restart` of this cluster (a clean shutdown, then a start)."""
+
+    def restart(self) -> None:
+        """Restart the server cleanly, keeping its data (what a maintenance window does)."""
+        subprocess.run(self.restart_command, capture_output=True, text=True, check=True, cwd="/")
 
     @property
     def url(self) -> str:
@@ -160,8 +166,10 @@ def _pg_bin(name: str) -> str:
 
 
 @contextmanager
-def postgres() -> Iterator[Postgres]:
-    """A throwaway PostgreSQL cluster on a free loopback port (trust auth); removed on exit."""
+def postgres(*, logical: bool = False) -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster on a free loopback port (trust auth); removed on exit.
+
+    `logical`: `wal_level=logical`, for logical replication (change data capture)."""
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     # the cluster lives outside pytest's tmp dirs: those are private to root
     base = Path(tempfile.mkdtemp(prefix="lakehouse-pg-"))
@@ -177,6 +185,9 @@ def postgres() -> Iterator[Postgres]:
             [*as_postgres, *args], capture_output=True, text=True, check=check, cwd=base
         )
 
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off"
+    if logical:
+        options += " -c wal_level=logical"
     try:
         pg(_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         pg(
@@ -188,9 +199,10 @@ def postgres() -> Iterator[Postgres]:
             "-l",
             str(data / "server.log"),
             "-o",
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off",
+            options,
         )
-        yield Postgres(port)
+        restart = (*as_postgres, _pg_bin("pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(data))
+        yield Postgres(port, (*restart, "-l", str(data / "server.log"), "-o", options))
     finally:
         stopped = pg(_pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "immediate", check=False)
         pid_file = data / "postmaster.pid"

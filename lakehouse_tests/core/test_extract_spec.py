@@ -50,7 +50,7 @@ def test_files_need_no_block() -> None:
         ({"table": "x; drop table y"}, "source.table", "identifiers"),
         ({"cursor": None}, "source.cursor", "needs a cursor column"),
         ({"mode": "snapshot"}, "source.cursor", "applies only to mode `incremental`"),
-        ({"mode": "cdc"}, "source.mode", "`cdc` is not one of incremental, snapshot"),
+        ({"mode": "stream"}, "source.mode", "`stream` is not one of incremental, snapshot, cdc"),
         ({"batch_rows": 0}, "source.batch_rows", "positive whole number"),
         ({"password": "x"}, "source.password", "unknown field"),
     ],

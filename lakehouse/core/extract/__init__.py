@@ -46,6 +46,10 @@ def extract(
         from lakehouse.core.extract.http import extract_http
 
         return extract_http(lake, contract, day, say)
+    if contract.source.mode == "cdc":
+        from lakehouse.core.extract.cdc import extract_cdc
+
+        return extract_cdc(lake, contract, day, say)
     from lakehouse.core.extract.postgres import extract_postgres
 
     return extract_postgres(lake, contract, day, say)

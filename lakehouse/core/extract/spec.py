@@ -23,7 +23,7 @@ from lakehouse.core.errors import ContractError
 
 SOURCE_KINDS = ("files", "postgres", "http")
 AUTH_TYPES = ("bearer", "api_key")
-MODES = ("incremental", "snapshot")
+MODES = ("incremental", "snapshot", "cdc")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -36,9 +36,13 @@ class PostgresSource:
     table: str | None = None
     query: str | None = None
     cursor: str | None = None
-    mode: Literal["incremental", "snapshot"] = "incremental"
+    mode: Literal["incremental", "snapshot", "cdc"] = "incremental"
     batch_rows: int = 100_000
     """Rows per Parquet row group (and per progress line); the driver fetches in bounded batches."""
+    slot: str | None = None
+    """`mode: cdc`: the logical replication slot (default `lakehouse_<source>`)."""
+    publication: str | None = None
+    """`mode: cdc`: the publication of the table (default: the slot's name)."""
     kind: Literal["postgres"] = "postgres"
 
     @property
@@ -112,7 +116,7 @@ def _mode(raw: Mapping[str, Any], path: object) -> tuple[str | None, str]:
         raise ContractError(
             path, "source.cursor", "mode `incremental` needs a cursor column (e.g. `updated_at`)"
         )
-    if mode == "snapshot" and cursor is not None:
+    if mode != "incremental" and cursor is not None:
         raise ContractError(path, "source.cursor", "applies only to mode `incremental`")
     if cursor is not None and (not isinstance(cursor, str) or not _IDENTIFIER.match(cursor)):
         raise ContractError(path, "source.cursor", f"`{cursor}` is not a column name")
@@ -142,6 +146,8 @@ def _http(raw: Mapping[str, Any], path: object) -> HttpSource:
                 path, f"source.auth.{secret}", "is required: the variable holding the secret"
             )
     cursor, mode = _mode(raw, path)
+    if mode == "cdc":
+        raise ContractError(path, "source.mode", "`cdc` applies to `postgres` sources")
     cursor_param = raw.get("cursor_param")
     if mode == "incremental" and not isinstance(cursor_param, str):
         raise ContractError(
@@ -172,7 +178,8 @@ def _unknown_in(raw: Mapping[str, Any], allowed: set[str], prefix: str, path: ob
 
 
 def _postgres(raw: Mapping[str, Any], path: object) -> PostgresSource:
-    _unknown(raw, {"kind", "dsn_env", "table", "query", "cursor", "mode", "batch_rows"}, path)
+    allowed = {"kind", "dsn_env", "table", "query", "cursor", "mode", "batch_rows"}
+    _unknown(raw, allowed | {"slot", "publication"}, path)
     dsn_env = raw.get("dsn_env")
     if not isinstance(dsn_env, str) or not _ENV_NAME.match(dsn_env):
         raise ContractError(
@@ -190,6 +197,13 @@ def _postgres(raw: Mapping[str, Any], path: object) -> PostgresSource:
     if query is not None and (not isinstance(query, str) or not query.strip()):
         raise ContractError(path, "source.query", "must be a non-empty SELECT statement")
     cursor, mode = _mode(raw, path)
+    names = {k: raw.get(k) for k in ("slot", "publication")}
+    for key, value in names.items():
+        if value is not None and (mode != "cdc" or not _ENV_NAME.match(str(value))):
+            problem = "applies only to mode `cdc`" if mode != "cdc" else f"`{value}` is not a name"
+            raise ContractError(path, f"source.{key}", problem)
+    if mode == "cdc" and table is None:
+        raise ContractError(path, "source.table", "mode `cdc` replicates a table, not a query")
     batch_rows = raw.get("batch_rows", PostgresSource.batch_rows)
     if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows < 1:
         raise ContractError(path, "source.batch_rows", "must be a positive whole number")
@@ -200,4 +214,6 @@ def _postgres(raw: Mapping[str, Any], path: object) -> PostgresSource:
         cursor=cursor,
         mode=mode,
         batch_rows=batch_rows,
+        slot=names["slot"],
+        publication=names["publication"],
     )
