@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DATE",
         help="the landing folder to extract into (default: today, UTC)",
     )
+    extract_p.add_argument(
+        "--drop-slot",
+        action="store_true",
+        help="mode: cdc only: drop the source's replication slot and publication, extract nothing",
+    )
     contract_p = sub.add_parser("contract", help="work with source contracts")
     contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)
     draft_p = contract_sub.add_parser(
@@ -158,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay-quarantine":
             return _replay(lake, args.source)
         if args.command == "extract":
-            return _extract(lake, args.source, args.landing_date)
+            return _extract(lake, args.source, args.landing_date, drop_slot=args.drop_slot)
         if args.command == "contract":
             return _draft(lake, args.source, args.primary_key, args.out)
         if args.command == "metrics":
@@ -244,10 +249,19 @@ def _replay(lake: Lake, source: str) -> int:
     return 0
 
 
-def _extract(lake: Lake, source: str, landing_date: str | None) -> int:
+def _extract(lake: Lake, source: str, landing_date: str | None, *, drop_slot: bool) -> int:
     from lakehouse.core.extract import extract
 
-    result = extract(lake, _contract(source), landing_date=landing_date)
+    contract = _contract(source)
+    if drop_slot:
+        from lakehouse.core.extract.cdc import drop_slot as drop
+
+        if contract.source is None or contract.source.mode != "cdc":
+            raise LakehouseError(f"source `{source}` is not a `mode: cdc` source: no slot")
+        dropped = drop(contract)
+        print(f"{source}: replication slot {'dropped' if dropped else 'was not there'}")
+        return 0
+    result = extract(lake, contract, landing_date=landing_date)
     print(f"Extracted {result.summary}")
     return 0
 

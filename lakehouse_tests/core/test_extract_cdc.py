@@ -129,8 +129,14 @@ def test_changes_land_once_across_a_crash_and_a_restart(
         f"postgresql://postgres@127.0.0.1:{server.port}/postgres", "lakehouse_accounts"
     )
     assert lag is not None and lag >= 0
-    assert cdc.drop_slot(contract)
+    from lakehouse.cli import main  # the platform drops what it created
+
+    monkeypatch.setenv("LAKEHOUSE_CONTRACTS", str(CONTRACTS))
+    monkeypatch.setenv("LAKEHOUSE_ROOT", lake.root)
+    assert main(["extract", "accounts_cdc", "--drop-slot"]) == 0
     assert sql(server, "SELECT count(*) FROM pg_replication_slots") == [(0,)]
+    assert sql(server, "SELECT count(*) FROM pg_publication") == [(0,)]
+    assert not cdc.drop_slot(contract)  # already gone
 
 
 def test_cdc_needs_logical_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
