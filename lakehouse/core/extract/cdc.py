@@ -175,7 +175,8 @@ def extract_cdc(
         result = ExtractResult(contract.name, "cdc", len(rows), None, day, lsn_text(reached))
         if rows:
             with staged(lake, contract.name, day) as stage:
-                frame = pl.DataFrame(rows, schema=dict.fromkeys(rows[0], pl.String), orient="row")
+                columns = dict.fromkeys(k for row in rows for k in row)  # ALTER TABLE mid-read
+                frame = pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String), orient="row")
                 stage.write(frame.to_arrow())
                 stage.close(
                     {
