@@ -201,8 +201,8 @@ def _count_rows(lake: Lake, contract: Contract, files: list[LandingFile]) -> dic
             for _, rows in collected(group, _rows_per_file):
                 if isinstance(rows, str):
                     continue
-                for path, n in rows.iter_rows():
-                    counts[by_path[path].relative_path] = n
+                for path, n in rows.iter_rows():  # a streamed file comes in batches
+                    counts[by_path[path].relative_path] += n
     return counts
 
 
@@ -342,20 +342,18 @@ def _write_rows(
     entries = [landed[str(path)] for path in group.paths]
     columns = [c for c in group.frame.collect_schema().names() if c not in READER_COLUMNS]
     by_file = _split_by_file(rows)
+    ledger = {entry["path"]: entry for entry in written.ledger}
     parts = []
     for file, sha256 in entries:
         file_rows = by_file.get(file.relative_path)
+        n = 0 if file_rows is None else file_rows.height
         if file_rows is not None:
             parts.append(({LANDING_DATE: file.landing_date}, file_rows))
+        if file.relative_path in ledger:  # the next batch of a streamed file
+            ledger[file.relative_path]["rows"] += n
+            continue
         written.ledger.append(
-            _ledger_row(
-                file,
-                run_id,
-                ingested_at,
-                sha256=sha256,
-                rows=0 if file_rows is None else file_rows.height,
-                columns=columns,
-            )
+            _ledger_row(file, run_id, ingested_at, sha256=sha256, rows=n, columns=columns)
         )
     for name, dtype in rows.schema.items():
         written.schema.setdefault(name, dtype)

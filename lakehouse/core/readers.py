@@ -66,6 +66,9 @@ CAREFUL_CHUNK_ROWS = 50_000
 """The careful parser spills its records to disk every this many records..."""
 CAREFUL_CHUNK_CHARS = 32 << 20
 """...or every this many characters of values, whichever comes first."""
+STREAM_BATCH_ROWS = 250_000
+"""A file read record by record (or a Parquet file) is handed on in batches of this many rows:
+its consumer's memory is bounded by a batch, not by the file."""
 MESSAGE_VALUE_CHARS = 200
 """A value quoted in a message is cut at this many characters, its full length stated."""
 
@@ -167,6 +170,9 @@ class LandedGroup:
         default_factory=dict, compare=False, repr=False
     )
     """Per file read by polars: its careful (record by record) read, for when polars fails."""
+    streamed: bool = False
+    """The frame reads spilled or columnar data (no parse can fail mid-way): `collected` hands
+    it on in batches of STREAM_BATCH_ROWS rows."""
 
     def split(self) -> list[LandedGroup]:
         """One group per file: a query that fails mid-file is retried to find the file."""
@@ -189,7 +195,7 @@ class LandedGroup:
         if len(self.paths) != 1 or self.paths[0] not in self.fallbacks:
             return None
         path = self.paths[0]
-        return LandedGroup((path,), _tagged(self.fallbacks[path](), path), self.fmt)
+        return LandedGroup((path,), _tagged(self.fallbacks[path](), path), self.fmt, streamed=True)
 
 
 def collected(
@@ -200,8 +206,12 @@ def collected(
     A query that fails is retried file by file, so one file's defect costs no other file. A file
     whose fast read fails for any reason polars gives is read again record by record: its good
     lines are rows, its bad lines rows with `_raw_line` and `_parse_error`. Only a file that cannot
-    be read that way either is rejected, with what went wrong.
+    be read that way either is rejected, with what went wrong. A streamed group (a file read
+    record by record, or Parquet) comes in batches: a big file never sits in memory whole.
     """
+    if group.streamed:
+        yield from _batches(group, query)
+        return
     try:
         rows: pl.DataFrame | None = query(group).collect()
     except pl.exceptions.PolarsError as exc:
@@ -226,12 +236,23 @@ def collected(
     if careful is None:
         yield group, error_reason(error)
         return
+    yield from _batches(careful, query)
+
+
+def _batches(
+    group: LandedGroup, query: Callable[[LandedGroup], pl.LazyFrame]
+) -> Iterator[tuple[LandedGroup, pl.DataFrame | str]]:
+    """A streamed one-file group's rows in batches; a read error before the first batch rejects
+    the file, one after it (its earlier batches already handed on) is raised."""
+    handed_on = False
     try:
-        rows = query(careful).collect()
+        for batch in query(group).collect_batches(chunk_size=STREAM_BATCH_ROWS):
+            handed_on = True
+            yield group, batch
     except pl.exceptions.PolarsError as exc:
-        yield careful, error_reason(exc)
-        return
-    yield careful, rows
+        if handed_on:
+            raise LandingFileError(str(group.paths[0]), error_reason(exc)) from exc
+        yield group, error_reason(exc)
 
 
 @contextmanager
@@ -295,7 +316,9 @@ def landed_groups(
                 fallbacks[path] = functools.partial(
                     _careful, plain, fmt, display_path, columns, spill
                 )
-            groups.append(LandedGroup((path,), _tagged(frame, path), fmt, fallbacks))
+            groups.append(
+                LandedGroup((path,), _tagged(frame, path), fmt, fallbacks, streamed=not fast)
+            )
         yield groups, rejected
 
 

@@ -77,3 +77,29 @@ def test_a_data_file_shared_by_several_landed_files_is_rewritten_without_the_rel
     )
     ids = after.filter(pl.col(SOURCE_FILE).str.ends_with("a.csv")).get_column("id").to_list()
     assert all(i.startswith("a2-") for i in ids)
+
+
+def test_a_big_file_read_record_by_record_is_written_in_bounded_batches(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from lakehouse.core import readers, system
+
+    # small batches stand for big ones: 95 rows and one short line in batches of 10
+    monkeypatch.setattr(readers, "CAREFUL_CHUNK_ROWS", 7)
+    monkeypatch.setattr(readers, "STREAM_BATCH_ROWS", 10)
+    lake = Lake(str(tmp_path))
+    deliver(tmp_path, "orders", DAY, "big.csv", orders_file(DAY, "1,2", good=95))
+    load_bronze(lake, ORDERS, [DAY], run_id="first")
+    rows = bronze(lake)
+    assert rows.height == 96 and rows.get_column(ROW_NUMBER).to_list() == list(range(1, 97))
+    assert rows.filter(pl.col("_parse_error").is_not_null()).get_column(ROW_NUMBER).to_list() == [
+        96
+    ]
+    assert len(DeltaTable(lake.table_uri("bronze", "orders")).file_uris()) == 10
+    ledger = system.read_table(lake, "ingest_ledger")
+    assert ledger.select("path", "rows").rows() == [("orders/2024-01-01/big.csv", 96)]
+
+    # a reload replaces every batch of the file: nothing doubles
+    deliver(tmp_path, "orders", DAY, "big.csv", orders_file("v2", "1,2", good=12))
+    load_bronze(lake, ORDERS, [DAY], run_id="second")
+    assert bronze(lake).height == 13
