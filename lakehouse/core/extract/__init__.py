@@ -1,6 +1,6 @@
 """Extraction: sources that are not delivered as files land as Parquet files, one road into bronze.
 
-Each kind has one module (`postgres`, `http`); `landed` is the commit protocol they share (the landed
+Each kind has one module (`postgres`, `cdc`, `http`, `nats`); `landed` is the commit protocol they share (the landed
 file is the commit and carries the extract's position); `spec` parses the contract's `source:`
 block. Downstream of the landing zone nothing knows how a file got there.
 """
@@ -42,6 +42,10 @@ def extract(
         raise ConfigError(msg)
     day = landing_date or datetime.now(UTC).date().isoformat()
     say = progress or log.info
+    if contract.source.kind == "nats":
+        from lakehouse.core.extract.nats import extract_nats
+
+        return extract_nats(lake, contract, day, say)
     if contract.source.kind == "http":
         from lakehouse.core.extract.http import extract_http
 

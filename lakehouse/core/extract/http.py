@@ -16,7 +16,6 @@ return records at or after it) and drops the records the last extract already la
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from lakehouse.core.extract.landed import (
     last_snapshot,
     not_before,
     staged,
+    text_value,
 )
 from lakehouse.core.extract.spec import HttpSource
 from lakehouse.core.lake import Lake
@@ -62,12 +62,6 @@ def _auth(contract: Contract, spec: HttpSource) -> dict[str, Any] | None:
         "location": spec.auth.get("location", "header"),
         "api_key": _secret(contract, spec.auth["key_env"]),
     }
-
-
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _records(contract: Contract, spec: HttpSource, params: dict[str, Any]) -> Iterator[dict]:
@@ -102,9 +96,9 @@ def _frames(
     """The records as one frame of text columns (a page's fields may differ from another's)."""
     rows = []
     for record in _records(contract, spec, params):
-        row = {k: _text(v) for k, v in record.items()}
+        row = {k: text_value(v) for k, v in record.items()}
         if spec.cursor:
-            row[CURSOR_TEXT] = _text(record.get(spec.cursor))
+            row[CURSOR_TEXT] = text_value(record.get(spec.cursor))
         rows.append(row)
         if len(rows) % PAGE_ROWS == 0:
             say(f"extract {contract.name}: {len(rows):,} records read")

@@ -103,6 +103,13 @@ class ExtractResult:
         )
 
 
+def text_value(value: object) -> str | None:
+    """A record's value as it lands: strings as they are, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 def increment_name(sequence: int) -> str:
     return f"extract-{sequence:06d}.parquet"
 

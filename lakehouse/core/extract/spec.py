@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from lakehouse.core.errors import ContractError
 
-SOURCE_KINDS = ("files", "postgres", "http")
+SOURCE_KINDS = ("files", "postgres", "http", "nats")
 AUTH_TYPES = ("bearer", "api_key")
 MODES = ("incremental", "snapshot", "cdc")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -80,7 +80,30 @@ class HttpSource:
         return "snapshot" if self.mode == "snapshot" else "events"
 
 
-SourceSpec = PostgresSource | HttpSource
+@dataclass(frozen=True)
+class NatsSource:
+    """A NATS JetStream stream read by a durable pull consumer in micro-batches."""
+
+    url_env: str
+    """The variable holding the server URL(s), e.g. `nats://nats.internal:4222`."""
+    stream: str
+    subject: str | None = None
+    """Only the stream's messages on this subject (wildcards allowed); default: all."""
+    durable: str | None = None
+    """The durable consumer's name (default `lakehouse_<source>`)."""
+    batch: int = 1_000
+    """Messages per fetch; one landed file holds the messages one drain reads."""
+    ack_wait_seconds: float = 30.0
+    """How long a message read but not acknowledged waits before it is delivered again."""
+    mode: Literal["incremental"] = "incremental"
+    kind: Literal["nats"] = "nats"
+
+    @property
+    def delivery(self) -> Literal["events", "snapshot"]:
+        return "events"
+
+
+SourceSpec = PostgresSource | HttpSource | NatsSource
 """Every extracted kind (files need no block)."""
 
 
@@ -100,6 +123,8 @@ def parse_source(raw: Any, path: object) -> SourceSpec | None:
         return None
     if kind == "http":
         return _http(raw, path)
+    if kind == "nats":
+        return _nats(raw, path)
     return _postgres(raw, path)
 
 
@@ -166,6 +191,37 @@ def _http(raw: Mapping[str, Any], path: object) -> HttpSource:
         cursor=cursor,
         cursor_param=cursor_param if mode == "incremental" else None,
         mode=mode,
+    )
+
+
+def _nats(raw: Mapping[str, Any], path: object) -> NatsSource:
+    _unknown(raw, {"kind", "url_env", "stream", "subject", "durable", "batch", "ack_wait"}, path)
+    url_env = raw.get("url_env")
+    if not isinstance(url_env, str) or not _ENV_NAME.match(url_env):
+        raise ContractError(path, "source.url_env", "is required: the variable holding the URL")
+    stream = raw.get("stream")
+    if not isinstance(stream, str) or not stream.strip():
+        raise ContractError(path, "source.stream", "is required: the JetStream stream's name")
+    durable = raw.get("durable")
+    if durable is not None and not _ENV_NAME.match(str(durable)):
+        raise ContractError(path, "source.durable", f"`{durable}` is not a consumer name")
+    batch = raw.get("batch", NatsSource.batch)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ContractError(path, "source.batch", "must be a positive whole number")
+    ack_wait = raw.get("ack_wait", "30s")
+    try:
+        from lakehouse.core.contract import parse_duration
+
+        seconds = parse_duration(str(ack_wait)).total_seconds()
+    except ValueError as exc:
+        raise ContractError(path, "source.ack_wait", str(exc)) from None
+    return NatsSource(
+        url_env=url_env,
+        stream=stream.strip(),
+        subject=raw.get("subject"),
+        durable=durable,
+        batch=batch,
+        ack_wait_seconds=seconds,
     )
 
 
