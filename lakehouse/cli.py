@@ -8,6 +8,7 @@ lakehouse summary                            rows per layer and table
 lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
 lakehouse metrics list | query M1,M2 [--by store] [--grain week]   metrics without SQL
 lakehouse extract SOURCE                     land new rows of a database source as a Parquet file
+lakehouse stream SOURCE [--every S]          extract SOURCE again and again (a stream's service)
 """
 
 from __future__ import annotations
@@ -107,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="mode: cdc only: drop the source's replication slot and publication, extract nothing",
     )
+    stream_p = sub.add_parser(
+        "stream", help="run as a service: extract SOURCE every few seconds until stopped"
+    )
+    stream_p.add_argument("source", help="the source (contract name)")
+    stream_p.add_argument(
+        "--every", type=float, default=1.0, metavar="S", help="seconds between drains (default 1)"
+    )
+    stream_p.add_argument("--max-runs", type=int, metavar="N", help="stop after N drains")
     contract_p = sub.add_parser("contract", help="work with source contracts")
     contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)
     draft_p = contract_sub.add_parser(
@@ -164,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(lake, args.source)
         if args.command == "extract":
             return _extract(lake, args.source, args.landing_date, drop_slot=args.drop_slot)
+        if args.command == "stream":
+            return _stream(lake, args.source, args.every, args.max_runs)
         if args.command == "contract":
             return _draft(lake, args.source, args.primary_key, args.out)
         if args.command == "metrics":
@@ -263,6 +274,24 @@ def _extract(lake: Lake, source: str, landing_date: str | None, *, drop_slot: bo
         return 0
     result = extract(lake, contract, landing_date=landing_date)
     print(f"Extracted {result.summary}")
+    return 0
+
+
+def _stream(lake: Lake, source: str, every: float, max_runs: int | None) -> int:
+    """Drain SOURCE over and over; each drain lands what arrived since (or nothing)."""
+    from lakehouse.core.extract import extract
+
+    contract = _contract(source)
+    runs = 0
+    try:
+        while max_runs is None or runs < max_runs:
+            result = extract(lake, contract)
+            runs += 1
+            if result.uri is not None:
+                print(f"Extracted {result.summary}", flush=True)
+            time.sleep(every)
+    except KeyboardInterrupt:
+        print(f"{source}: stopped after {runs} drain(s)")
     return 0
 
 

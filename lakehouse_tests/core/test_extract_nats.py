@@ -103,3 +103,30 @@ def test_each_message_lands_once_across_a_dead_consumer(
     held = pl.read_delta(lake.table_uri("quarantine", "clicks"))
     assert held["event_id"].to_list() == ["e7"]
     assert dict(silver.select("event_id", "ms").iter_rows())["e1400"] == 1400
+
+
+def test_lakehouse_stream_runs_drains_as_a_service(tmp_path: Path, nats_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    publish(nats_url, 1, 50)
+    lake = Lake(str(tmp_path / "lake"))
+    env = {
+        **os.environ,
+        "LAKEHOUSE_ROOT": lake.root,
+        "LAKEHOUSE_CONTRACTS": str(CONTRACTS),
+        "EVENTS_NATS_URL": nats_url,
+    }
+    command = [str(Path(sys.executable).with_name("lakehouse")), "stream", "clicks"]
+    done = subprocess.run(
+        [*command, "--every", "0", "--max-runs", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("Extracted clicks: 50 rows landed") == 1  # the second drain: none
+    assert landed(lake).height == 50
