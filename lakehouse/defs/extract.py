@@ -26,7 +26,9 @@ def extract_asset(contract: Contract) -> dg.AssetsDefinition:
     """`landing/<source>`: one extract of the contract's source into its landing zone."""
     spec = contract.source
     assert spec is not None, f"`{contract.name}` is delivered as files"
-    what = getattr(spec, "table", None) or getattr(spec, "path", None) or "a query"
+    what = next(
+        (getattr(spec, a) for a in ("table", "path", "stream") if getattr(spec, a, None)), "a query"
+    )
     metadata: dict = {
         "contract": contract.path,
         "layout": "<source>/<YYYY-MM-DD>/extract-NNNNNN.parquet | snapshot.parquet",
