@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -178,4 +179,7 @@ def test_cli_errors_list_the_valid_names(materialized, args, message) -> None:
 def test_a_lake_without_gold_says_so(tmp_path) -> None:
     layer = semantic_layer(str(tmp_path / "warehouse.duckdb"))
     with pytest.raises(MetricsError, match=r"no warehouse at .*materialize gold first"):
+        layer.query(["revenue"])
+    duckdb.connect(layer.warehouse).close()  # a warehouse without the star
+    with pytest.raises(MetricsError, match=r"lacks a gold table .*fct_orders.*materialize gold"):
         layer.query(["revenue"])

@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -171,7 +171,11 @@ class SemanticLayer:
             raise MetricsError(msg)
         with duckdb.connect() as con:
             con.execute(f"attach '{_quoted(self.warehouse)}' as \"{self._database}\" (read_only)")
-            frame = con.sql(sql).pl()
+            try:
+                frame = con.sql(sql).pl()
+            except duckdb.CatalogException as exc:
+                msg = f"the warehouse lacks a gold table the metrics read ({exc}): materialize gold"
+                raise MetricsError(msg) from exc
         columns = {f"metric_time__{grain}": grain, **{DIMENSIONS[d]: d for d in by}}
         frame = frame.rename({k: v for k, v in columns.items() if k in frame.columns})
         # DuckDB sums integers as DECIMAL(38,0): counts and cents are whole numbers
@@ -311,8 +315,8 @@ def _start(day: dt.date | None) -> dt.datetime | None:
     return None if day is None else dt.datetime.combine(day, dt.time())
 
 
-def _listed(names: object) -> str:
-    return ", ".join(f"`{n}`" for n in names)  # type: ignore[attr-defined]
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
 
 
 def _quoted(path: str) -> str:
