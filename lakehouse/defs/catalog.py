@@ -29,36 +29,21 @@ from lakehouse.defs.sources import bronze_key, landing_key, silver_key
 
 CATALOG_TICK_SECONDS = 60
 PLATFORM_OWNER = "team:platform"
-SYSTEM_TABLES: dict[str, tuple[str, dict]] = {
-    system.INGEST_LEDGER: (
-        "One row per landed file loaded into bronze: path, size, sha256, rows, run.",
-        system.SCHEMAS[system.INGEST_LEDGER],
-    ),
-    system.REJECTED_FILES: (
-        "One row per landed file (or folder) that could not be read, with the reason.",
-        system.SCHEMAS[system.REJECTED_FILES],
-    ),
-    system.DQ_RESULTS: (
-        "One row per partition x check x new outcome, with its counts.",
-        system.SCHEMAS[system.DQ_RESULTS],
-    ),
-    system.PARTITION_STATE: (
-        "Per source and landing date: the fingerprint of its inputs and its outcome (published, held, blocked).",
-        system.SCHEMAS[system.PARTITION_STATE],
-    ),
-    system.GOLD_WATERMARKS: (
-        "The silver version of each source the gold marts have built from.",
-        system.SCHEMAS[system.GOLD_WATERMARKS],
-    ),
-    alerts.ALERTS: (
-        "One row per alert raised or resolved (one incident: one firing row, one resolved row).",
-        alerts.SCHEMAS[alerts.ALERTS],
-    ),
-    alerts.DELIVERIES: (
-        "One row per alert and sink it was delivered to (webhook, slack).",
-        alerts.SCHEMAS[alerts.DELIVERIES],
-    ),
+SYSTEM_TABLES: dict[str, str] = {
+    system.INGEST_LEDGER: "One row per landed file loaded into bronze: path, size, sha256, rows, "
+    "run.",
+    system.REJECTED_FILES: "One row per landed file (or folder) that could not be read, with the "
+    "reason.",
+    system.DQ_RESULTS: "One row per partition x check x new outcome, with its counts.",
+    system.PARTITION_STATE: "Per source and landing date: the fingerprint of its inputs and its "
+    "outcome (published, held, blocked).",
+    system.GOLD_WATERMARKS: "The silver version of each source the gold marts have built from.",
+    alerts.ALERTS: "One row per alert raised or resolved (one incident: one firing row, one "
+    "resolved row).",
+    alerts.DELIVERIES: "One row per alert and sink it was delivered to (webhook, slack).",
 }
+"""Each `_system` table and what it holds; its columns come from the module that writes it."""
+_SYSTEM_SCHEMAS = {**system.SCHEMAS, **alerts.SCHEMAS}
 _QUARANTINE_COLUMNS = {
     "_rules": "the rules the row failed, e.g. `order_total:greater_than_or_equal_to(0)`",
     "_errors": "a message per failed rule, naming the column and value",
@@ -111,7 +96,7 @@ def quarantine_spec(contract: Contract, lake: Lake) -> dg.AssetSpec:
 
 
 def system_spec(table: str, lake: Lake) -> dg.AssetSpec:
-    description, columns = SYSTEM_TABLES[table]
+    description, columns = SYSTEM_TABLES[table], _SYSTEM_SCHEMAS[table]
     return dg.AssetSpec(
         key=system_key(table),
         description=description,

@@ -16,7 +16,14 @@ from lakehouse.core.lake import Lake
 from lakehouse.defs.catalog import build_catalog_sensor
 from lakehouse.defs.resources import LakeResource
 from lakehouse_tests.servers import free_port
-from lakehouse_tests.small_lake import GOOD, deliver, deliver_reference_data, order, orders_file
+from lakehouse_tests.small_lake import (
+    GOOD,
+    deliver,
+    deliver_reference_data,
+    order,
+    orders_file,
+    text,
+)
 from lakehouse_tests.test_blocking import DAY1, DAY2, run_day
 from lakehouse_tests.webhook import Hook
 
@@ -30,6 +37,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
     instance = dg.DagsterInstance.ephemeral()
     deliver_reference_data(root, DAY1)
     deliver(root, "orders", DAY1, "orders.csv", orders_file(DAY1))
+    deliver(root, "items", DAY1, "items.csv", text(["id,order_id,sku", f"i1,{DAY1}-0,JAF-001"]))
     run_day(the_lake, instance, DAY1)  # gold's success is not this test's business
     assert system.latest_states(the_lake, "silver", "orders", [DAY1])[DAY1]["status"] == "published"
     bad = [order(f"{DAY2}-bad{i}", DAY2, order_total="-1") for i in range(GOOD // 4)]
