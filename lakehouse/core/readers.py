@@ -66,6 +66,8 @@ CAREFUL_CHUNK_ROWS = 50_000
 """The careful parser spills its records to disk every this many records..."""
 CAREFUL_CHUNK_CHARS = 32 << 20
 """...or every this many characters of values, whichever comes first."""
+CAREFUL_SEGMENT_BYTES = 64 << 20
+"""A suspect CSV is checked in segments of about this many bytes: clean ones are read by polars."""
 STREAM_BATCH_ROWS = 250_000
 """A file read record by record (or a Parquet file) is handed on in batches of this many rows:
 its consumer's memory is bounded by a batch, not by the file."""
@@ -666,6 +668,14 @@ class _Records:
         self._chars += len(raw)
         self._maybe_spill()
 
+    def add_frame(self, frame: pl.DataFrame) -> None:
+        """Records read by polars (ROW_NUMBER and the columns, all good): spilled as they are."""
+        self._spill()
+        path = self.spill.new_file()
+        frame.write_ipc(path)
+        self.files.append(path)
+        self.good += frame.height
+
     def _maybe_spill(self) -> None:
         if len(self._rows) >= CAREFUL_CHUNK_ROWS or self._chars >= CAREFUL_CHUNK_CHARS:
             self._spill()
@@ -735,7 +745,64 @@ class _Lines:
 
 
 def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: _Spill) -> _Records:
-    """Parse a CSV record by record, streaming: good records are rows, bad lines bad rows.
+    """Parse a suspect CSV: good records are rows, bad lines bad rows, in bounded memory.
+
+    The file is cut into segments of about CAREFUL_SEGMENT_BYTES at line ends where the quotes
+    seen so far balance (so no quoted field spans two segments). A segment whose lines all check
+    out (`_csv_is_clean`) is read by polars; only a suspect one is parsed line by line
+    (`_parse_lines`). Where the quotes never balance again (an unclosed quote), the rest of the
+    file is parsed line by line: slower, never wrong. A big file with one bad line costs one
+    segment's line parse, not the file's.
+    """
+    records = _Records(spill, header)
+    quote = (fmt.quote_char or "").encode()
+    rows = 0
+    with path.open("rb") as fh:
+        header_line = fh.readline()
+        while True:
+            start = fh.tell()
+            block = fh.read(CAREFUL_SEGMENT_BYTES)
+            if not block:
+                break
+            block += fh.readline()
+            while quote and block.count(quote) % 2 == 1:
+                more = fh.readline()
+                if not more or len(block) > 4 * CAREFUL_SEGMENT_BYTES:
+                    fh.seek(start)  # the quotes do not balance: the rest, line by line
+                    rows += _parse_lines(fh, fmt, header, records, rows)
+                    return records
+                block += more
+            rows += _parse_segment(header_line + block, fmt, header, records, rows, spill)
+    return records
+
+
+def _parse_segment(
+    data: bytes, fmt: FileFormat, header: list[str], records: _Records, offset: int, spill: _Spill
+) -> int:
+    """One segment (with the header line): by polars if it checks out, else line by line."""
+    segment = spill.new_file().with_suffix(".csv")
+    segment.write_bytes(data)
+    try:
+        if _csv_is_clean(segment, fmt, len(header)):
+            try:
+                frame = _scan(segment, fmt).collect()
+            except pl.exceptions.PolarsError:
+                frame = None
+            if frame is not None and frame.columns[1:] == header:
+                records.add_frame(frame.with_columns(pl.col(ROW_NUMBER).cast(pl.Int64) + offset))
+                return frame.height
+        with segment.open("rb") as fh:
+            fh.readline()  # the header
+            return _parse_lines(fh, fmt, header, records, offset)
+    finally:
+        segment.unlink(missing_ok=True)
+
+
+def _parse_lines(
+    fh: BinaryIO, fmt: FileFormat, header: list[str], records: _Records, offset: int
+) -> int:
+    """Parse records line by line from `fh` to its end (rows numbered after `offset`); returns
+    how many records it read.
 
     A quoted field may span lines: a line with an odd number of quotes is joined with the next
     ones (at most MAX_QUOTED_LINES) until its quotes balance; if that does not make a record,
@@ -743,35 +810,34 @@ def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: 
     """
     quote = fmt.quote_char
     nulls = set(DEFAULT_NULL_VALUES)
-    records = _Records(spill, header)
-    with path.open("rb") as fh:
-        lines = _Lines(fh)
-        lines.next()  # the header
-        for row, raw, text in _decoded_lines(lines, records):
-            joined: list[bytes] = []
-            if quote:  # a quoted field may span lines: join until the quotes balance
-                while text.count(quote) % 2 == 1 and len(joined) < MAX_QUOTED_LINES:
-                    following = lines.next()
-                    if following is None:
-                        break
-                    decoded = _decode(following)
-                    if decoded is None:
-                        lines.push_back([following])
-                        break
-                    joined.append(following)
-                    text += "\n" + decoded
-            fields, reason = _split_record(text, fmt, len(header))
-            if reason is not None and joined:  # joining did not help: the first line is the defect
-                lines.push_back(joined)
-                text = _decode(raw) or ""
-                reason = "unclosed quote"
-            if reason is not None:
-                records.add_bad(row, text, reason)
-                continue
-            records.add(
-                row, {h: (None if v in nulls else v) for h, v in zip(header, fields, strict=True)}
-            )
-    return records
+    lines = _Lines(fh)
+    before = records.good + records.bad
+    for row, raw, text in _decoded_lines(lines, records, offset):
+        row += offset
+        joined: list[bytes] = []
+        if quote:  # a quoted field may span lines: join until the quotes balance
+            while text.count(quote) % 2 == 1 and len(joined) < MAX_QUOTED_LINES:
+                following = lines.next()
+                if following is None:
+                    break
+                decoded = _decode(following)
+                if decoded is None:
+                    lines.push_back([following])
+                    break
+                joined.append(following)
+                text += "\n" + decoded
+        fields, reason = _split_record(text, fmt, len(header))
+        if reason is not None and joined:  # joining did not help: the first line is the defect
+            lines.push_back(joined)
+            text = _decode(raw) or ""
+            reason = "unclosed quote"
+        if reason is not None:
+            records.add_bad(row, text, reason)
+            continue
+        records.add(
+            row, {h: (None if v in nulls else v) for h, v in zip(header, fields, strict=True)}
+        )
+    return records.good + records.bad - before
 
 
 def _split_record(text: str, fmt: FileFormat, n_fields: int) -> tuple[list[str], str | None]:
@@ -816,9 +882,11 @@ def _read_ndjson(path: Path, display_path: str, spill: _Spill) -> tuple[pl.LazyF
     return _parse_ndjson_carefully(path, spill).frame(display_path, "ndjson"), False
 
 
-def _decoded_lines(lines: _Lines, records: _Records) -> Iterator[tuple[int, bytes, str]]:
+def _decoded_lines(
+    lines: _Lines, records: _Records, offset: int = 0
+) -> Iterator[tuple[int, bytes, str]]:
     """(1-based data row, raw bytes, text) of each non-blank line; a line that is not UTF-8 is
-    recorded as a bad record and skipped."""
+    recorded as a bad record (numbered after `offset`) and skipped."""
     row = 0
     while (raw := lines.next()) is not None:
         if not raw.strip():
@@ -826,7 +894,7 @@ def _decoded_lines(lines: _Lines, records: _Records) -> Iterator[tuple[int, byte
         row += 1
         text = _decode(raw)
         if text is None:
-            records.add_bad(row, _shown(raw), "invalid UTF-8")
+            records.add_bad(row + offset, _shown(raw), "invalid UTF-8")
             continue
         yield row, raw, text
 

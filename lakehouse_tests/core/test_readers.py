@@ -234,3 +234,38 @@ def test_a_long_value_is_cut_in_messages_but_kept_in_rows(tmp_path: Path) -> Non
     with pytest.raises(LandingFileError) as caught:
         read(write(tmp_path, "h.csv", f"{long},y\n1,2\n".encode()))
     assert len(caught.value.reason) < 400 and "(1000000 characters)" in caught.value.reason
+
+
+def test_a_suspect_file_is_parsed_in_segments_like_line_by_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Clean segments are read by polars, suspect ones line by line: the rows, their numbers
+    and the bad lines are exactly those of a line-by-line parse of the whole file."""
+    from lakehouse.core import readers
+
+    lines = [f'{i},"x{i}",{i}' for i in range(1, 400)]
+    lines[40] = "41,short"  # a bad line in an early segment
+    lines[150] = '151,"two\nlines",151'  # a quoted field spanning lines (and maybe segments)
+    lines[200] = ""  # a blank line: not a row
+    lines[300] = "301,\xff,301"  # invalid UTF-8
+    lines[390] = '391,"never closed,391'  # from here the quotes do not balance again
+    data = ("a,b,c\n" + "\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    data = data.replace("\xff".encode(), b"\xff")
+    path = write(tmp_path, "suspect.csv", data)
+    whole = read(path)  # one segment: the whole file, line by line
+    segments: list[int] = []
+    real = readers._parse_segment
+    monkeypatch.setattr(
+        readers, "_parse_segment", lambda d, *a: segments.append(len(d)) or real(d, *a)
+    )
+    clean: list[int] = []
+    add_frame = readers._Records.add_frame
+    monkeypatch.setattr(
+        readers._Records, "add_frame", lambda r, f: clean.append(f.height) or add_frame(r, f)
+    )
+    monkeypatch.setattr(readers, "CAREFUL_SEGMENT_BYTES", 500)
+    cut = read(path)
+    assert len(segments) >= 8 and len(clean) >= 4  # it was cut; clean segments went to polars
+    assert cut.equals(whole)
+    bad = whole.filter(pl.col(PARSE_ERROR).is_not_null()).get_column(ROW_NUMBER).to_list()
+    assert bad[:2] == [41, 300] and whole.height == 398
