@@ -309,18 +309,23 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         load_silver(lake, contract, dates, run_id=RUN)
 
     from lakehouse.definitions import defs
+    from lakehouse.defs.gold import pending_gold_runs
 
-    with preserved_environ():
+    with preserved_environ():  # gold as the platform runs it: whole marts, daily facts, metrics
         assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-        gold = [a for a in assets if a.partitions_def is None]
-        result = dg.materialize(
-            assets,
-            selection=gold,
-            resources=resources_for(lake),
-            raise_on_error=False,
-            instance=dg.DagsterInstance.ephemeral(),
-        )
-        assert result.success
+        instance = dg.DagsterInstance.ephemeral()
+        runs = pending_gold_runs(lake)
+        assert runs
+        for run in runs:
+            result = dg.materialize(
+                assets,
+                selection=run.keys,
+                resources=resources_for(lake),
+                raise_on_error=False,
+                instance=instance,
+                tags=run.tags,
+            )
+            assert result.success
     read = lambda layer, t: pl.read_delta(lake.table_uri(layer, t))  # noqa: E731
     sources = ("orders", "items", "products")
     return Built(
