@@ -67,7 +67,8 @@ CAREFUL_CHUNK_ROWS = 50_000
 CAREFUL_CHUNK_CHARS = 32 << 20
 """...or every this many characters of values, whichever comes first."""
 CAREFUL_SEGMENT_BYTES = 64 << 20
-"""A suspect CSV is checked in segments of about this many bytes: clean ones are read by polars."""
+"""A suspect or big CSV is read in segments of about this many bytes, each checked on its own:
+clean ones are read by polars, suspect ones record by record. Memory is bounded by a segment."""
 STREAM_BATCH_ROWS = 250_000
 """A file read record by record (or a Parquet file) is handed on in batches of this many rows:
 its consumer's memory is bounded by a batch, not by the file."""
@@ -280,8 +281,8 @@ def landed_groups(
         for path, display_path in files:
             if path.suffix != ".gz":
                 try:
-                    if path.stat().st_size == 0:
-                        continue
+                    if not 0 < path.stat().st_size <= CAREFUL_SEGMENT_BYTES:
+                        continue  # empty: rejected alone; big: read in segments
                     header = _csv_header(path, fmt, display_path)
                     _check_header(header, columns, display_path)
                 except (LandingFileError, OSError):
@@ -434,7 +435,8 @@ def _read_csv(
 ) -> tuple[pl.LazyFrame, bool]:
     header = _csv_header(path, fmt, display_path)
     _check_header(header, columns, display_path)
-    if not careful and _csv_is_clean(path, fmt, len(header)):
+    small = path.stat().st_size <= CAREFUL_SEGMENT_BYTES  # a big file is read in segments
+    if not careful and small and _csv_is_clean(path, fmt, len(header)):
         return _scan(path, fmt), True
     return _parse_csv_carefully(path, fmt, header, spill).frame(display_path, "csv"), False
 
@@ -745,7 +747,7 @@ class _Lines:
 
 
 def _parse_csv_carefully(path: Path, fmt: FileFormat, header: list[str], spill: _Spill) -> _Records:
-    """Parse a suspect CSV: good records are rows, bad lines bad rows, in bounded memory.
+    """Parse a suspect (or big) CSV: good records are rows, bad lines bad rows, in bounded memory.
 
     The file is cut into segments of about CAREFUL_SEGMENT_BYTES at line ends where the quotes
     seen so far balance (so no quoted field spans two segments). A segment whose lines all check

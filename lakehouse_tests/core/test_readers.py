@@ -269,3 +269,16 @@ def test_a_suspect_file_is_parsed_in_segments_like_line_by_line(
     assert cut.equals(whole)
     bad = whole.filter(pl.col(PARSE_ERROR).is_not_null()).get_column(ROW_NUMBER).to_list()
     assert bad[:2] == [41, 300] and whole.height == 398
+
+
+def test_a_big_clean_file_is_read_in_segments_with_the_same_rows(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from lakehouse.core import readers
+
+    lines = [f'{i},"x, {i}",{i}' for i in range(1, 300)]
+    path = write(tmp_path, "big.csv", ("a,b,c\n" + "\n".join(lines) + "\n").encode())
+    fast = read(path).with_columns(pl.col(ROW_NUMBER).cast(pl.Int64))
+    monkeypatch.setattr(readers, "CAREFUL_SEGMENT_BYTES", 400)  # "big": over one segment
+    assert read(path).equals(fast)
+    assert fast.height == 299 and fast.get_column("b")[0] == "x, 1"
