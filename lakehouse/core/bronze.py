@@ -318,9 +318,15 @@ def _with_lineage(
         SOURCE_SHA256: [sha256 for _, sha256 in entries],
         LANDING_DATE: [file.landing_date for file, _ in entries],
     }
+    # One file: literals (polars' streaming engine runs `replace_strict` in memory, which would
+    # make a streamed file's batches wait for the whole file).
     return group.frame.with_columns(
         *(
-            pl.col(FILE_COLUMN).replace_strict(paths, values, return_dtype=pl.String).alias(name)
+            (
+                pl.lit(values[0], pl.String)
+                if len(paths) == 1
+                else pl.col(FILE_COLUMN).replace_strict(paths, values, return_dtype=pl.String)
+            ).alias(name)
             for name, values in lineage.items()
         ),
         pl.col(ROW_NUMBER).cast(pl.Int64),

@@ -31,11 +31,13 @@ import functools
 import gzip
 import json
 import logging
+import queue
 import shutil
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -245,17 +247,50 @@ def collected(
 def _batches(
     group: LandedGroup, query: Callable[[LandedGroup], pl.LazyFrame]
 ) -> Iterator[tuple[LandedGroup, pl.DataFrame | str]]:
-    """A streamed one-file group's rows in batches; a read error before the first batch rejects
-    the file, one after it (its earlier batches already handed on) is raised."""
+    """A streamed one-file group's rows in batches of STREAM_BATCH_ROWS; a read error before the
+    first batch rejects the file, one after it (earlier batches already handed on) is raised.
+
+    polars' streaming engine hands each batch over here and waits until the consumer has taken
+    the one before (a queue of one): with `collect_batches` a slow consumer (bronze writing a
+    data file per batch) let the engine run ahead and buffer the whole file.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(batch: pl.DataFrame) -> bool:
+        handoff.put(batch)
+        return stop.is_set()
+
+    def run() -> None:
+        try:
+            query(group).sink_batches(put, chunk_size=STREAM_BATCH_ROWS, engine="streaming")
+            handoff.put(_DONE)
+        except BaseException as exc:  # handed to the consumer's thread
+            handoff.put(exc)
+
+    worker = threading.Thread(target=run, name="lakehouse-batches", daemon=True)
+    worker.start()
     handed_on = False
     try:
-        for batch in query(group).collect_batches(chunk_size=STREAM_BATCH_ROWS):
+        while (item := handoff.get()) is not _DONE:
+            if isinstance(item, pl.exceptions.PolarsError):
+                if handed_on:
+                    raise LandingFileError(str(group.paths[0]), error_reason(item)) from item
+                yield group, error_reason(item)
+                return
+            if isinstance(item, BaseException):
+                raise item
             handed_on = True
-            yield group, batch
-    except pl.exceptions.PolarsError as exc:
-        if handed_on:
-            raise LandingFileError(str(group.paths[0]), error_reason(exc)) from exc
-        yield group, error_reason(exc)
+            yield group, item
+    finally:
+        stop.set()
+        while worker.is_alive():  # let a waiting engine finish
+            with suppress(queue.Empty):
+                handoff.get(timeout=0.05)
+        worker.join()
+
+
+_DONE = object()
 
 
 @contextmanager
