@@ -41,8 +41,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, jaffle_raw: Path) -> dict:
     lake = Lake(str(tmp_path_factory.mktemp("defects")))
     seeded = seed(lake, days=DAYS, raw_dir=jaffle_raw, defects=RATE)
     results = materialize_all(lake, dg.DagsterInstance.ephemeral())
+    # silver steps Dagster skipped behind a blocked date run again in a later run: all runs count
     dq = system.read_table(lake, "dq_results").filter(
-        pl.col("run_id") == results[0].run_id, pl.col("check") == "reconciliation"
+        pl.col("run_id").is_in([r.run_id for r in results]), pl.col("check") == "reconciliation"
     )
     return {"lake": lake, "seeded": seeded, "results": results, "dq": dq}
 
