@@ -9,6 +9,7 @@ Scenarios (default: all but sf10):
   backfill     a 365-day backfill through Dagster as one run vs one run per day
   rerun        a no-op `lakehouse materialize` over a 365-day lake vs its first load
   latency      file landing -> rows visible in silver, with dagster-daemon running
+  bigfile      bronze over ONE ~2 GB CSV with one bad line: the careful parser's peak RSS
   sf10         throughput at scale factor 10 (writes bench/results/sf10.{json,md})
 
 Every stage runs in its own process (bench/stage.py), so its peak RSS is its own. Results go
@@ -32,8 +33,8 @@ from bench import data, report
 RESULTS = data.BENCH_DIR / "results"
 PROFILES = data.WORK / "profiles"
 LOGS = data.WORK / "logs"
-SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency", "sf10")
-DEFAULT_SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency")
+SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency", "bigfile", "sf10")
+DEFAULT_SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency", "bigfile")
 HISTORIES = (1, 30, 365)
 LINEITEM_START = "1992-01-01"
 _T0 = time.monotonic()
@@ -234,6 +235,27 @@ def rerun(args: argparse.Namespace) -> dict:
         label=f"rerun: first load and a no-op rerun of {days} days",
     )
     return {**res, "days": days, "ratio": res["rerun_seconds"] / res["first_seconds"]}
+
+
+def bigfile(args: argparse.Namespace) -> dict:
+    """Bronze over one big CSV whose one short line sends it down the careful parser."""
+    landing, lines = data.bigfile_landing(1 if args.quick else 3, log=say)
+    root = data.new_lake_root("bigfile", landing)
+    path = landing / data.LINEITEM / data.BIGFILE_DATE / "lineitem.csv"
+    res = run_stage(
+        {
+            "stage": "bronze",
+            "root": str(root),
+            "source": data.LINEITEM,
+            "dates": [data.BIGFILE_DATE],
+        },
+        lineitem_env(),
+        label=f"bigfile: bronze over one {path.stat().st_size / 2**30:.2f} GiB file, one bad line",
+    )
+    if res["rows"] != lines:  # every line, the bad one included (silver quarantines it)
+        msg = f"bronze holds {res['rows']} rows of the big file's {lines} lines"
+        raise RuntimeError(msg)
+    return {**res, "file_bytes": path.stat().st_size, "lines": lines}
 
 
 def latency(args: argparse.Namespace) -> dict:

@@ -2,6 +2,8 @@
 
 lineitem  tpchgen-cli CSV at a scale factor, delivered as one file per ship date:
           bench/work/tpch-sf<N>/landing/lineitem/<YYYY-MM-DD>/lineitem.csv
+bigfile   one ~2 GB lineitem CSV (tpchgen-cli -s 3) with one short line in its middle:
+          bench/work/bigfile/landing/lineitem/1995-06-17/lineitem.csv
 jaffle    jafgen's Jaffle Shop over several years, delivered by `lakehouse.core.seed`:
           bench/work/jaffle-<days>d/landing/<source>/<YYYY-MM-DD>/<source>.csv
 """
@@ -74,6 +76,49 @@ def lineitem_landing(sf: int, log=print) -> Path:
     shutil.rmtree(raw)
     done.touch()
     return landing
+
+
+BIGFILE_DATE = "1995-06-17"
+BAD_LINE = "1,2\n"
+"""The one bad line of the big file: two fields where lineitem has sixteen."""
+
+
+def bigfile_landing(sf: int = 3, log=print) -> tuple[Path, int]:
+    """A landing root with ONE lineitem CSV of scale factor `sf` (about 0.77 GB per unit) that
+    holds one short line halfway through; returns the root and the file's data lines."""
+    base = WORK / "bigfile"
+    landing = base / "landing"
+    done = base / ".delivered"
+    if done.exists():
+        return landing, int(done.read_text())
+    shutil.rmtree(base, ignore_errors=True)
+    raw = base / "raw"
+    raw.mkdir(parents=True)
+    log(f"data: tpchgen-cli csv -s {sf} lineitem, one file")
+    subprocess.run(
+        [_tool("tpchgen-cli"), "csv", "-s", str(sf), "--tables", "lineitem", "-o", str(raw)],
+        check=True,
+    )
+    (generated,) = raw.rglob("*.csv")
+    target = landing / LINEITEM / BIGFILE_DATE / "lineitem.csv"
+    target.parent.mkdir(parents=True)
+    half = generated.stat().st_size // 2
+    lines = 0
+    with generated.open("rb") as src, target.open("wb") as out:
+        out.write(src.readline())  # the header
+        written, inserted = 0, False
+        for line in src:  # streamed: memory stays flat
+            out.write(line)
+            written += len(line)
+            lines += 1
+            if not inserted and written >= half:
+                out.write(BAD_LINE.encode())
+                lines += 1
+                inserted = True
+    shutil.rmtree(raw)
+    done.write_text(str(lines))
+    log(f"data: {target.stat().st_size / 2**30:.2f} GiB, {lines} data lines, one of them short")
+    return landing, lines
 
 
 def jaffle_landing(days: int, log=print) -> Path:

@@ -116,6 +116,17 @@ def table(meta: dict, figures: dict) -> str:
                 rr["ratio"] <= 0.05 and rr["new_versions"] == 0,
             )
         )
+    big = figures.get("bigfile")
+    if big:
+        lines.append(
+            _row(
+                f"bronze over one {big['file_bytes'] / 2**30:.2f} GiB CSV with one bad line "
+                f"({big['lines']:,} lines, careful parser)",
+                f"{big['seconds']:.1f} s, peak RSS {_gib(big['peak_rss_bytes'])}",
+                "<= 1.5 GiB",
+                big["peak_rss_bytes"] <= 1.5 * 2**30,
+            )
+        )
     lat = figures.get("latency")
     if lat:
         if lat.get("seconds") is None:
