@@ -241,7 +241,7 @@ def _late(lake: Lake, day: str) -> int:
 
 
 def _replay(lake: Lake, source: str) -> int:
-    from lakehouse.core.silver import replay_quarantine
+    from lakehouse.core.replay import replay_quarantine
 
     contracts = {c.name: c for c in load_contracts()}
     if source not in contracts:

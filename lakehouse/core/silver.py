@@ -22,7 +22,6 @@ counts each.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.core import delta, pii, system
-from lakehouse.core.bronze import LANDING_DATE, LINEAGE_COLUMNS, SOURCE_FILE, SOURCE_SHA256
+from lakehouse.core import delta, drift, pii, system
+from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE, SOURCE_SHA256
 from lakehouse.core.checks import (
     CHECK_REFERENCES,
     CHECK_ROW_RULES,
@@ -50,13 +49,12 @@ from lakehouse.core.publish import (
     prepare,
     publish,
 )
-from lakehouse.core.quarantine import open_rows, write_quarantine
-from lakehouse.core.readers import PARSE_ERROR, RAW_LINE, ROW_NUMBER
+from lakehouse.core.quarantine import write_quarantine
+from lakehouse.core.readers import RAW_LINE, ROW_NUMBER
 from lakehouse.core.validation import ERRORS, RULES, split_rows
 
 log = logging.getLogger(__name__)
 
-RESCUED = "_rescued"
 WAITING_FOR = "__waiting_for"
 SILVER_LINEAGE = (SOURCE_FILE, ROW_NUMBER, LANDING_DATE, ROW_HASH)
 """Lineage kept in silver: deterministic, so replaying a partition leaves rows identical."""
@@ -349,8 +347,8 @@ def _passthrough(contract: Contract, batch: pl.DataFrame) -> list[str]:
     return [
         *QUARANTINE_LINEAGE,
         RAW_LINE,
-        *([RESCUED] if RESCUED in batch.columns else []),
-        *_evolved_columns(contract, batch),
+        *([drift.RESCUED] if drift.RESCUED in batch.columns else []),
+        *drift.evolved_columns(contract, batch),
     ]
 
 
@@ -411,7 +409,7 @@ def _load_chunk(
     for date, rows in batch.group_by(LANDING_DATE).len().iter_rows():
         audits[date].bronze_rows = rows
 
-    batch, drift_problems = _apply_drift_policy(
+    batch, drift_problems = drift.apply_policy(
         contract, batch, ledger.filter(pl.col("landing_date").is_in(dates))
     )
     versions = batch.select(SOURCE_FILE, SOURCE_SHA256).unique()
@@ -572,7 +570,7 @@ def _older_versions(
     ledger = system.latest_ledger(
         lake, contract.name, rows.get_column(LANDING_DATE).unique().to_list()
     )
-    rows, _ = _apply_drift_policy(contract, rows, ledger)
+    rows, _ = drift.apply_policy(contract, rows, ledger)
     valid, _, _ = _validate(lake, contract, rows)
     valid = valid.join(keys, on=list(contract.primary_key), how="semi")
     log.info(
@@ -678,112 +676,3 @@ def known_values(lake: Lake, contract: Contract, batch: pl.DataFrame) -> dict[st
             .cast(col.dtype, strict=False)
         )
     return out
-
-
-def _apply_drift_policy(
-    contract: Contract, batch: pl.DataFrame, ledger: pl.DataFrame
-) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
-    """Handle columns the contract does not know, and required columns a file lacks.
-
-    Returns the batch (with `_rescued` under `rescue`) and (landing date, problem) pairs that block.
-    In a contract with PII columns the rescued values are pseudonymised like PII (the column
-    names stay readable, so someone can classify them): no unclassified value reaches silver clear.
-    """
-    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
-    problems: list[tuple[str, str]] = []
-    required = [c.name for c in contract.columns if not c.nullable]
-    for path, date, columns in ledger.select("path", "landing_date", "columns").iter_rows():
-        missing = [c for c in required if c not in (columns or [])]
-        if missing:
-            problems.append(
-                (
-                    date,
-                    f"file `{path}` lacks required column(s) "
-                    f"{', '.join(f'`{c}`' for c in missing)}",
-                )
-            )
-        extra = [c for c in (columns or []) if c not in known]
-        if extra and contract.schema_drift == "freeze":
-            problems.append(
-                (
-                    date,
-                    f"file `{path}` has column(s) not in the contract "
-                    f"{', '.join(f'`{c}`' for c in extra)} (schema_drift: freeze)",
-                )
-            )
-    extras = [c for c in batch.columns if c not in known]
-    if extras and contract.schema_drift == "rescue":
-        if contract.pii_columns:  # a restricted rescue: unclassified values may be personal data
-            batch = pii.pseudonymise(batch, extras)
-        batch = batch.with_columns(
-            pl.struct(extras).map_elements(_rescue_json, return_dtype=pl.String).alias(RESCUED)
-        ).drop(extras)
-    elif contract.schema_drift == "rescue":
-        batch = batch.with_columns(pl.lit(None, pl.String).alias(RESCUED))
-    return batch, problems
-
-
-def _rescue_json(values: dict) -> str | None:
-    kept = {k: v for k, v in values.items() if v is not None}
-    return json.dumps(kept, sort_keys=True) if kept else None
-
-
-def _evolved_columns(contract: Contract, batch: pl.DataFrame) -> list[str]:
-    if contract.schema_drift != "evolve":
-        return []
-    known = set(contract.landed_columns) | set(LINEAGE_COLUMNS) | {RAW_LINE, PARSE_ERROR}
-    return [c for c in batch.columns if c not in known]
-
-
-@dataclass
-class ReplayResult:
-    """What one quarantine replay did."""
-
-    checked: int = 0
-    promoted: int = 0
-    still_failing: int = 0
-    skipped_blocked: int = 0
-    """Rows of landing dates whose last silver run was blocked: re-materialize those instead."""
-
-
-def replay_quarantine(lake: Lake, contract: Contract, *, run_id: str) -> ReplayResult:
-    """Re-evaluate the landing dates holding open quarantine rows under the current contract.
-
-    Rows that now pass are published like any others (silver is a function of bronze) and marked
-    in quarantine with `_replay_run_id` and `_replayed_at`; a second replay changes nothing.
-    Rows of a landing date whose last evaluation was blocked stay put: that date's held rows are
-    not in quarantine, so the date is replayed whole by materializing its partition again.
-    """
-    result = ReplayResult()
-    pending = open_rows(lake, contract)
-    if pending.is_empty():
-        return result
-    blocked = system.blocked_dates(lake, "silver", contract.name)
-    on_blocked = pending.get_column(LANDING_DATE).is_in(list(blocked))
-    result.skipped_blocked = int(on_blocked.sum())
-    pending = pending.filter(~on_blocked)
-    result.checked = pending.height
-    if pending.is_empty():
-        return result
-    dates = sorted(set(pending.get_column(LANDING_DATE).to_list()))
-    load_silver(lake, contract, dates, run_id=run_id, reprocess=True)
-    after = open_rows(lake, contract)
-    still = after.filter(pl.col(LANDING_DATE).is_in(dates)) if not after.is_empty() else after
-    result.still_failing = (
-        still.join(
-            pending.select(SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER),
-            on=[SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER],
-            how="semi",
-        ).height
-        if not still.is_empty()
-        else 0
-    )
-    result.promoted = result.checked - result.still_failing
-    log.info(
-        "replay %s: %d quarantined rows checked, %d promoted to silver, %d still failing",
-        contract.name,
-        result.checked,
-        result.promoted,
-        result.still_failing,
-    )
-    return result

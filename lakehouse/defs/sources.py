@@ -13,9 +13,10 @@ from lakehouse.core import delta
 from lakehouse.core.bronze import LINEAGE_COLUMNS, load_bronze
 from lakehouse.core.checks import SILVER_CHECKS, PartitionAudit, blocking_checks
 from lakehouse.core.contract import Contract
+from lakehouse.core.drift import RESCUED
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import EVENT_DATE
-from lakehouse.core.silver import RESCUED, SILVER_LINEAGE, SilverResult, load_silver
+from lakehouse.core.silver import SILVER_LINEAGE, SilverResult, load_silver
 from lakehouse.defs.alerts import freshness_policy
 from lakehouse.defs.automation import follows_upstream
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
