@@ -1,0 +1,206 @@
+"""Embedded serving: one DuckDB file per role, `<serve>/<role>.duckdb`, holding only what the
+role may read (`lakehouse.core.policies`), masks and row filters applied.
+
+A role's file is built from the gold (and silver) Delta tables as tables, never views over
+files the role could read around: the file holds the masked values only. It is written under a
+new name and renamed over the old one, so a reader sees the old file or the new, never half.
+`<serve>` is `serve/` beside the warehouse file (`<root>/serve` for a local root).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from lakehouse.core import delta
+from lakehouse.core.contract import Contract
+from lakehouse.core.lake import Lake
+from lakehouse.core.policies import Policy, Role, gold_pii, mask_sql, silver_pii
+
+SERVED_INFO = "_served"
+"""Table in each role file: one row per served table (source version, rows, masks applied)."""
+
+
+@dataclass(frozen=True)
+class ServedTable:
+    schema: str
+    """gold | metrics | silver"""
+    name: str
+    uri: str
+    pii: Mapping[str, str]
+    """PII column -> class (from the contracts through dbt lineage, and the policy)."""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def serve_dir(lake: Lake) -> Path:
+    return Path(lake.warehouse_path).parent / "serve"
+
+
+def role_path(lake: Lake, role: str) -> Path:
+    return serve_dir(lake) / f"{role}.duckdb"
+
+
+def served_tables(
+    lake: Lake,
+    policy: Policy,
+    contracts: Sequence[Contract],
+    manifest: Mapping | None = None,
+) -> list[ServedTable]:
+    """Every table the lake holds that serving can offer: gold marts (the dbt models and
+    snapshots written as Delta), the headline metrics, silver tables; with their PII columns."""
+    from lakehouse.core.gold import ensure_manifest
+    from lakehouse.core.metrics import HEADLINE
+
+    if manifest is None:
+        manifest = json.loads(ensure_manifest().read_text())
+    by_model = gold_pii(manifest, contracts)
+    by_source = silver_pii(contracts)
+    candidates = [
+        *(
+            ("gold", name, lake.table_uri("gold", name), by_model[name])
+            for name in sorted(by_model)
+        ),
+        *(("metrics", m, lake.table_uri("gold", f"metrics/{m}"), {}) for m in HEADLINE),
+        *(
+            ("silver", c.name, lake.table_uri("silver", c.name), by_source[c.name])
+            for c in contracts
+        ),
+    ]
+    found = []
+    for schema, name, uri, pii in candidates:
+        table = delta.open_table(lake, uri)
+        if table is None:
+            continue
+        columns = {f.name for f in table.schema().fields}
+        declared = {
+            key.rsplit(".", 1)[1]: cls
+            for key, cls in policy.pii.items()
+            if key.rsplit(".", 1)[0] == f"{schema}.{name}"
+        }
+        classes = {c: cls for c, cls in {**pii, **declared}.items() if c in columns}
+        found.append(ServedTable(schema, name, uri, classes))
+    return found
+
+
+def role_select(role: Role, table: ServedTable, columns: Iterable[str], engine: str) -> str:
+    """`select <masked columns> from <schema>.<table> [where <role's filter>]` in `engine`."""
+    select = ", ".join(
+        mask_sql(c, role.mask(table.qualified, c, table.pii.get(c)), engine) for c in columns
+    )
+    where = role.row_filter(table.qualified)
+    return f'select {select} from "{table.schema}"."{table.name}"' + (
+        f" where {where}" if where else ""
+    )
+
+
+@dataclass(frozen=True)
+class RoleStore:
+    role: str
+    path: str
+    tables: dict[str, int]
+    """Served table -> rows the role sees."""
+    seconds: float
+
+
+def build_role_stores(
+    lake: Lake, policy: Policy, tables: Sequence[ServedTable], roles: Sequence[str] | None = None
+) -> list[RoleStore]:
+    """Write `<serve>/<role>.duckdb` for each role (default: every role of the policy)."""
+    names = list(roles) if roles is not None else list(policy.roles)
+    sources = duckdb.connect()  # in memory: the Delta tables as views, read once per role build
+    try:
+        versions = _register_sources(lake, sources, tables)
+        return [_build_one(lake, sources, policy.role(name), tables, versions) for name in names]
+    finally:
+        sources.close()
+
+
+def _register_sources(
+    lake: Lake, con: duckdb.DuckDBPyConnection, tables: Sequence[ServedTable]
+) -> dict[str, int]:
+    versions = {}
+    for schema in {t.schema for t in tables}:
+        con.execute(f'create schema if not exists "{schema}"')
+    for t in tables:
+        table = delta.open_table(lake, t.uri)
+        if table is None:
+            continue
+        versions[t.qualified] = table.version()
+        source = f"src__{t.schema}__{t.name}"
+        # a whole Arrow table: DuckDB pushes filters into a dataset, which fails on string views
+        con.register(source, table.to_pyarrow_table())
+        con.execute(f'create view "{t.schema}"."{t.name}" as select * from "{source}"')
+    return versions
+
+
+def _build_one(
+    lake: Lake,
+    sources: duckdb.DuckDBPyConnection,
+    role: Role,
+    tables: Sequence[ServedTable],
+    versions: Mapping[str, int],
+) -> RoleStore:
+    started = time.monotonic()
+    final = role_path(lake, role.name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final.with_name(f".{final.name}.{os.getpid()}.new")
+    scratch.unlink(missing_ok=True)
+    rows: dict[str, int] = {}
+    info = []
+    sources.execute(f"attach '{scratch}' as served")
+    try:
+        for t in tables:
+            if t.qualified not in versions or not role.may_read(t.qualified):
+                continue
+            columns = [
+                r[0] for r in sources.execute(f'describe "{t.schema}"."{t.name}"').fetchall()
+            ]
+            sources.execute(f'create schema if not exists served."{t.schema}"')
+            sources.execute(
+                f'create table served."{t.schema}"."{t.name}" as '
+                + role_select(role, t, columns, "duckdb")
+            )
+            count = sources.execute(
+                f'select count(*) from served."{t.schema}"."{t.name}"'
+            ).fetchone()
+            rows[t.qualified] = int(count[0]) if count else 0
+            masks = {
+                c: role.mask(t.qualified, c, t.pii.get(c))
+                for c in columns
+                if role.mask(t.qualified, c, t.pii.get(c)) != "clear"
+            }
+            info.append(
+                (
+                    t.schema,
+                    t.name,
+                    versions[t.qualified],
+                    rows[t.qualified],
+                    json.dumps(masks, sort_keys=True),
+                    role.row_filter(t.qualified),
+                )
+            )
+        sources.execute(
+            f"create table served.main.{SERVED_INFO} (schema varchar, table_name varchar, "
+            "delta_version bigint, row_count bigint, masks varchar, row_filter varchar, "
+            "built_at timestamptz)"
+        )
+        built = dt.datetime.now(dt.UTC)
+        for row in info:
+            sources.execute(
+                f"insert into served.main.{SERVED_INFO} values (?, ?, ?, ?, ?, ?, ?)",
+                [*row, built],
+            )
+    finally:
+        sources.execute("detach served")
+    os.replace(scratch, final)
+    return RoleStore(role.name, str(final), rows, time.monotonic() - started)
