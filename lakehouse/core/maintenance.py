@@ -22,19 +22,24 @@ that nothing writes, and says so with `writers_held=True`; without it the call i
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.core import delta
+from lakehouse.core import delta, retention, system
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import s3_client, split_s3_uri
+from lakehouse.core.publish import CHANGES_KEY
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ SAFE_RETENTION_HOURS = 1
 LOG_RETENTION = "delta.logRetentionDuration"
 DEFAULT_LOG_RETENTION = "interval 30 days"
 """Delta's own default, used when a table does not set `delta.logRetentionDuration`."""
+MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES")
+"""Commits that change no data: a follower of the table has nothing to take in from them."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """The pool of every gold writer (dbt and the gold Delta tables)."""
 
@@ -207,3 +214,156 @@ def live_files(lake: Lake, uri: str) -> list[str]:
 def hours_since(timestamp_ms: int) -> float:
     """Hours from a Delta commit timestamp (milliseconds) to now."""
     return max(0.0, (time.time() * 1000 - timestamp_ms) / 3_600_000)
+
+
+def partition_rows(lake: Lake, uri: str, column: str) -> dict[str, int]:
+    """Rows per value of the partition `column` (ISO text), from the log alone."""
+    table = _table(lake, uri)
+    if table is None:
+        return {}
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    key = f"partition.{column}"
+    if actions.is_empty() or key not in actions.columns:
+        return {}
+    rows = (
+        actions.select(pl.col(key).cast(pl.String).alias("value"), pl.col("num_records"))
+        .drop_nulls("value")
+        .group_by("value")
+        .agg(pl.col("num_records").sum())
+    )
+    return {str(v): int(n or 0) for v, n in rows.iter_rows()}
+
+
+def gold_log_floor(lake: Lake, source: str) -> int | None:
+    """The oldest silver version of `source` a gold consumer has taken in (None: none follows it).
+
+    Gold follows silver through the changes recorded in silver's commits
+    (`lakehouse.core.follow`): the commits after a consumer's watermark must stay in the log
+    until it has taken them in.
+    """
+    marks = system.read_table(lake, system.GOLD_WATERMARKS)
+    if marks.is_empty():
+        return None
+    taken = (
+        marks.filter(pl.col("source") == source)
+        .group_by("consumer")
+        .agg(pl.col("silver_version").max())
+    )
+    return None if taken.is_empty() else int(taken.get_column("silver_version").min())
+
+
+@dataclass
+class TablePass:
+    """What one maintenance pass did (or, dry, would do) to one table."""
+
+    table: str
+    """`layer/name`."""
+    expired: dict[str, int] = field(default_factory=dict)
+    """Partition date -> rows deleted as expired."""
+    files_before: int = 0
+    live_before: int = 0
+    compacted: int = 0
+    vacuumed: int = 0
+    log_expired: int = 0
+    files_after: int = 0
+    live_after: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        expired = sum(self.expired.values())
+        text = (
+            f"{self.table}: {expired} expired row(s) in {len(self.expired)} partition(s), "
+            f"{self.compacted} small file(s) compacted, {self.vacuumed} file(s) vacuumed, "
+            f"{self.log_expired} log file(s) expired; files {self.files_before} -> "
+            f"{self.files_after} ({self.live_after} live) in {self.seconds:.1f}s"
+        )
+        return "; ".join([text, *self.notes])
+
+
+def maintain_table(
+    lake: Lake,
+    layer: str,
+    name: str,
+    *,
+    keep: timedelta | None,
+    history_hours: float,
+    today: date,
+    writers_held: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = log.info,
+    run_id: str = "",
+) -> TablePass:
+    """One maintenance pass over `layer/name`: expired partitions deleted, small files compacted,
+    a checkpoint written, then vacuum and log expiry at `history_hours`.
+
+    `keep` is the layer's retention (None: nothing expires). Expired silver partitions are
+    deleted in a commit that records the dates it changed, as every silver publish does, so gold
+    rebuilds them (empty). Silver's log keeps the commits a gold consumer has not taken in.
+    With `dry_run` nothing is written: the pass lists what expires and counts the files.
+    """
+    started = time.monotonic()
+    uri = lake.table_uri(layer, name)  # type: ignore[arg-type]
+    report = TablePass(f"{layer}/{name}")
+    if _table(lake, uri) is None:
+        report.notes.append("no table yet")
+        return report
+    report.files_before = _data_files(lake, uri)
+    report.live_before = len(live_files(lake, uri))
+    column = retention.partition_column(layer)
+    partitions = partition_rows(lake, uri, column) if keep is not None else {}
+    expired = retention.expired(partitions, keep, today)
+    report.expired = {d: partitions[d] for d in expired}
+    if expired:
+        progress(
+            f"{report.table}: {'would delete' if dry_run else 'deleting'} {len(expired)} expired "
+            f"partition(s) {expired[0]} .. {expired[-1]} ({sum(report.expired.values())} rows)"
+        )
+    if dry_run:
+        report.files_after, report.live_after = report.files_before, report.live_before
+        report.seconds = time.monotonic() - started
+        return report
+    if expired:
+        metadata: dict[str, Any] = {"step": "retention", "run_id": run_id}
+        if layer == "silver":
+            changes = {d: [0, 0, n] for d, n in report.expired.items()}
+            metadata[CHANGES_KEY] = json.dumps(changes, sort_keys=True)
+        delete_partitions(lake, uri, column, expired, **metadata)
+    progress(f"{report.table}: compacting small files")
+    report.compacted = compact(lake, uri, step="compact", run_id=run_id)
+    checkpoint(lake, uri)
+    progress(f"{report.table}: vacuum at {history_hours:g} h")
+    present = _data_files(lake, uri)
+    vacuum(lake, uri, retention_hours=history_hours, writers_held=writers_held)
+    report.vacuumed = present - _data_files(lake, uri)
+    floor = gold_log_floor(lake, name) if layer == "silver" else None
+    if floor is not None and _unread_older_than(lake, uri, floor, history_hours):
+        report.notes.append(f"log kept: gold has not taken in the versions after {floor}")
+        history_hours = -1
+    if history_hours >= 0:
+        report.log_expired = expire_log(
+            lake, uri, retention_hours=history_hours, writers_held=writers_held
+        )
+    report.files_after = _data_files(lake, uri)
+    report.live_after = len(live_files(lake, uri))
+    report.seconds = time.monotonic() - started
+    progress(report.summary())
+    return report
+
+
+def _unread_older_than(lake: Lake, uri: str, floor: int, hours: float) -> bool:
+    """Whether a commit after version `floor` is older than `hours` (a log expiry would drop it)."""
+    table = _table(lake, uri)
+    if table is None or floor >= table.version():
+        return False
+    unread = [
+        c
+        for c in table.history(table.version() - floor)
+        if c.get("version", floor + 1) > floor and c.get("operation") not in MAINTENANCE_OPERATIONS
+    ]
+    stamps = [int(c["timestamp"]) for c in unread if c.get("timestamp") is not None]
+    return bool(stamps) and hours_since(min(stamps)) >= hours
+
+
+def _data_files(lake: Lake, uri: str) -> int:
+    return sum(1 for p in delta_files(lake, uri) if not p.startswith("_delta_log"))
