@@ -6,6 +6,11 @@ Parquet file (or nothing, when nothing changed). The landing sensor then loads t
 bronze like any delivered file, and silver follows through automation. One schedule
 (`extract_schedule`, RUNNING) extracts every such source; `LAKEHOUSE_EXTRACT_CRON` sets it
 (default every 15 minutes).
+
+A source served as a long-lived process (`lakehouse stream SOURCE`) is not run by Dagster:
+`stream_reporter` records each of its micro-batches on the Dagster instance as runless
+materializations of `landing/`, `bronze/` and `silver/<source>` (partition: the landing date),
+so the asset catalog, freshness and automation see the stream like any other source.
 """
 
 import os
@@ -15,8 +20,9 @@ import dagster as dg
 
 from lakehouse.core.contract import Contract
 from lakehouse.core.extract import extract, extracted_contracts
+from lakehouse.core.extract.service import MicroBatch
 from lakehouse.defs.resources import LakeResource
-from lakehouse.defs.sources import landing_key
+from lakehouse.defs.sources import bronze_key, landing_key, silver_key
 
 EXTRACT_CRON_ENV = "LAKEHOUSE_EXTRACT_CRON"
 DEFAULT_EXTRACT_CRON = "*/15 * * * *"
@@ -86,3 +92,44 @@ def extract_schedules(contracts: Sequence[Contract]) -> list[dg.ScheduleDefiniti
             tags={"lakehouse/trigger": "extract_schedule"},
         )
     ]
+
+
+def stream_reporter(instance: dg.DagsterInstance, contract: Contract):
+    """A `serve(report=...)` callback recording each micro-batch on `instance`."""
+
+    def report(batch: MicroBatch) -> None:
+        common = {"stream/micro_batch": batch.number, "stream/seconds": round(batch.seconds, 3)}
+        if batch.slot_lag_bytes is not None:
+            common["cdc/slot_lag_bytes"] = batch.slot_lag_bytes
+            common["cdc/slot_lagging"] = batch.lagging
+        events = []
+        if batch.files:
+            meta = {"rows": batch.rows, "landed_files": "\n".join(batch.files)}
+            events.append((landing_key(contract.name), None, meta))
+        if batch.bronze is not None:
+            events.append(
+                (bronze_key(contract.name), batch.landing_date, {"rows": batch.bronze.rows})
+            )
+        if batch.silver is not None:
+            silver = batch.silver
+            events.append(
+                (
+                    silver_key(contract.name),
+                    batch.landing_date,
+                    {
+                        "accepted": silver.total("accepted"),
+                        "quarantined": silver.total("quarantined"),
+                        "blocked_dates": ", ".join(silver.blocked_dates) or "none",
+                    },
+                )
+            )
+        if not events:  # a lagging slot with nothing new: an observation of the landing asset
+            instance.report_runless_asset_event(
+                dg.AssetObservation(landing_key(contract.name), metadata=common)
+            )
+        for key, partition, meta in events:  # the extract's landing asset has no partitions
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(key, partition=partition, metadata={**meta, **common})
+            )
+
+    return report

@@ -105,28 +105,99 @@ def test_each_message_lands_once_across_a_dead_consumer(
     assert dict(silver.select("event_id", "ms").iter_rows())["e1400"] == 1400
 
 
-def test_lakehouse_stream_runs_drains_as_a_service(tmp_path: Path, nats_url: str) -> None:
+def consumer_pending(url: str) -> int:
+    """Messages the service's consumer was sent and has not acknowledged."""
+    import nats
+
+    async def run() -> int:
+        nc = await nats.connect(url)
+        info = await nc.jetstream().consumer_info("EVENTS", "lakehouse_clicks")
+        await nc.close()
+        return info.num_ack_pending
+
+    return asyncio.run(run())
+
+
+def test_stream_service_killed_mid_batch_holds_each_message_once(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """`lakehouse stream` killed with SIGKILL while a micro-batch is read and not acked; the
+    restarted service lands the rest: silver holds every published click once, reported to
+    Dagster."""
     import os
+    import signal
     import subprocess
     import sys
+    import threading
 
-    publish(nats_url, 1, 50)
+    import dagster as dg
+
+    publish(nats_url, 1, 400)
     lake = Lake(str(tmp_path / "lake"))
     env = {
         **os.environ,
         "LAKEHOUSE_ROOT": lake.root,
         "LAKEHOUSE_CONTRACTS": str(CONTRACTS),
         "EVENTS_NATS_URL": nats_url,
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
     }
+    (tmp_path / "dagster").mkdir()
     command = [str(Path(sys.executable).with_name("lakehouse")), "stream", "clicks"]
-    done = subprocess.run(
-        [*command, "--every", "0", "--max-runs", "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("Extracted clicks: 50 rows landed") == 1  # the second drain: none
-    assert landed(lake).height == 50
+    publishing = threading.Event()
+    published = [400]
+
+    def keep_publishing() -> None:  # 40 clicks every 0.1 s while the service runs
+        while not publishing.is_set():
+            publish(nats_url, published[0] + 1, 40)
+            published[0] += 40
+            time.sleep(0.1)
+
+    def start() -> subprocess.Popen:
+        log = (tmp_path / "service.log").open("a")
+        return subprocess.Popen([*command, "--every", "0.1"], env=env, stdout=log, stderr=log)
+
+    publisher = threading.Thread(target=keep_publishing)
+    publisher.start()
+    kills = 0
+    try:
+        for _ in range(2):  # killed after a commit, while the next batch is read and not acked
+            files = len(list_landing_files(lake, "clicks"))
+            service = start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                len(list_landing_files(lake, "clicks")) > files and consumer_pending(nats_url)
+            ):
+                time.sleep(0.05)
+            os.kill(service.pid, signal.SIGKILL)
+            service.wait()
+            kills += consumer_pending(nats_url) > 0
+    finally:
+        publishing.set()
+        publisher.join()
+    assert kills == 2, "the service was never killed with a batch in flight"
+    expected = {f"e{i}" for i in range(1, published[0] + 1)}
+    service = start()
+    try:
+        deadline = time.monotonic() + 90
+        silver = pl.DataFrame()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            uri = lake.table_uri("silver", "clicks")
+            if Path(uri, "_delta_log").is_dir():
+                silver = pl.read_delta(uri)
+                if silver.height >= len(expected):
+                    break
+    finally:
+        service.kill()
+        service.wait()
+    assert silver.height == len(expected) == silver["event_id"].n_unique()
+    assert set(silver["event_id"]) == expected  # each once: none lost, none twice
+    rows = landed(lake)
+    assert rows.height == len(expected) and rows["stream_seq"].n_unique() == len(expected)
+    bronze = pl.read_delta(lake.table_uri("bronze", "clicks"))
+    assert bronze.height == len(expected)
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        reported = instance.fetch_materializations(dg.AssetKey(["silver", "clicks"]), limit=1000)
+        assert reported.records, "the service reports its micro-batches to Dagster"
+        meta = reported.records[0].asset_materialization.metadata
+        assert meta["accepted"].value > 0

@@ -60,8 +60,11 @@ class StreamConsumer(Protocol):
 class JetStreamConsumer:
     """A durable JetStream pull consumer, created if missing."""
 
-    def __init__(self, contract: Contract, spec: NatsSource) -> None:
+    def __init__(
+        self, contract: Contract, spec: NatsSource, *, fetch_timeout: float = FETCH_TIMEOUT
+    ) -> None:
         self.contract, self.spec = contract, spec
+        self.fetch_timeout = fetch_timeout
         self.durable = spec.durable or f"lakehouse_{contract.name}"
         self._nc: Any = None
         self._sub: Any = None
@@ -106,7 +109,7 @@ class JetStreamConsumer:
         import nats.errors
 
         try:
-            messages = await self._sub.fetch(self.spec.batch, timeout=FETCH_TIMEOUT)
+            messages = await self._sub.fetch(self.spec.batch, timeout=self.fetch_timeout)
         except (TimeoutError, nats.errors.TimeoutError):  # nothing more, for now
             return []
         return [(m.metadata.sequence.stream, m.subject, m.data, m) for m in messages]
@@ -142,8 +145,10 @@ async def drain(
     consumer: StreamConsumer,
     *,
     max_messages: int | None = None,
+    max_seconds: float | None = None,
 ) -> ExtractResult:
-    """Read what the stream holds now (at most `max_messages`), land it, then ack it."""
+    """Read what the stream holds now (at most `max_messages`, for at most `max_seconds`), land
+    it, then ack it."""
     spec = contract.source
     assert isinstance(spec, NatsSource)
     started = time.monotonic()
@@ -155,6 +160,8 @@ async def drain(
     last_handle: Any = None
     highest = stored
     while max_messages is None or len(rows) < max_messages:
+        if max_seconds is not None and time.monotonic() - started >= max_seconds:
+            break
         batch = await consumer.fetch()
         if not batch:
             break
