@@ -10,6 +10,7 @@ Scenarios (default: all but sf10):
   rerun        a no-op `lakehouse materialize` over a 365-day lake vs its first load
   latency      file landing -> rows visible in silver, with dagster-daemon running
   bigfile      bronze over ONE ~2 GB CSV with one bad line: the careful parser's peak RSS
+  stream       5,000 messages/s to nats-server through `lakehouse stream`: throughput, p95 latency
   sf10         throughput at scale factor 10 (writes bench/results/sf10.{json,md})
 
 Every stage runs in its own process (bench/stage.py), so its peak RSS is its own. Results go
@@ -33,8 +34,25 @@ from bench import data, report
 RESULTS = data.BENCH_DIR / "results"
 PROFILES = data.WORK / "profiles"
 LOGS = data.WORK / "logs"
-SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency", "bigfile", "sf10")
-DEFAULT_SCENARIOS = ("throughput", "incremental", "backfill", "rerun", "latency", "bigfile")
+SCENARIOS = (
+    "throughput",
+    "incremental",
+    "backfill",
+    "rerun",
+    "latency",
+    "bigfile",
+    "stream",
+    "sf10",
+)
+DEFAULT_SCENARIOS = (
+    "throughput",
+    "incremental",
+    "backfill",
+    "rerun",
+    "latency",
+    "bigfile",
+    "stream",
+)
 HISTORIES = (1, 30, 365)
 LINEITEM_START = "1992-01-01"
 _T0 = time.monotonic()
@@ -260,6 +278,12 @@ def bigfile(args: argparse.Namespace) -> dict:
 
 def latency(args: argparse.Namespace) -> dict:
     from bench.latency import measure
+
+    return measure(quick=args.quick, log=say)
+
+
+def stream(args: argparse.Namespace) -> dict:
+    from bench.stream import measure
 
     return measure(quick=args.quick, log=say)
 
