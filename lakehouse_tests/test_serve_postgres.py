@@ -5,6 +5,8 @@ second serve (new gold) replaces the tables and keeps the access."""
 
 from __future__ import annotations
 
+import hashlib
+
 import polars as pl
 import psycopg2
 import pytest
@@ -68,6 +70,16 @@ def test_postgres_roles_proof(tmp_path) -> None:
         bob = session(pg.port, "bob")
         assert rows(bob, "select * from gold.customers order by customer_id").equals(clear)
         assert rows(bob, "select * from pii_reader.orders order by order_id").equals(all_orders)
+
+        # a hash mask is the hex SHA-256 of the text, as in the DuckDB files (joins across hold)
+        with admin.cursor() as cur:
+            cur.execute("create role carol login in role marketing")
+        carol = session(pg.port, "carol")
+        hashed = rows(carol, "select * from marketing.customers order by customer_id")
+        assert hashed["customer_email"].to_list() == [
+            hashlib.sha256(e.encode()).hexdigest() for e in clear["customer_email"]
+        ]
+        carol.close()
 
         mallory = session(pg.port, "mallory")
         for query in ("select * from gold.orders", "select * from analyst.orders"):

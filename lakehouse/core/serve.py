@@ -13,15 +13,23 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from lakehouse.core import delta
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
+from lakehouse.core.pii_scan import (
+    ClearSample,
+    Finding,
+    sample_clear_values,
+    scan_delta_tables,
+    scan_duckdb_file,
+)
 from lakehouse.core.policies import Policy, Role, gold_pii, mask_sql, silver_pii
 
 SERVED_INFO = "_served"
@@ -110,17 +118,36 @@ class RoleStore:
     tables: dict[str, int]
     """Served table -> rows the role sees."""
     seconds: float
+    findings: list[Finding] = field(default_factory=list)
+    """What the audit found in the new file; when not empty the old file stays in place."""
+
+    @property
+    def published(self) -> bool:
+        return not self.findings
+
+
+Audit = Callable[[Role, Path], list[Finding]]
+"""Looks at a role's new file before it replaces the old one; what it returns holds it back."""
 
 
 def build_role_stores(
-    lake: Lake, policy: Policy, tables: Sequence[ServedTable], roles: Sequence[str] | None = None
+    lake: Lake,
+    policy: Policy,
+    tables: Sequence[ServedTable],
+    roles: Sequence[str] | None = None,
+    audit: Audit | None = None,
 ) -> list[RoleStore]:
-    """Write `<serve>/<role>.duckdb` for each role (default: every role of the policy)."""
+    """Write `<serve>/<role>.duckdb` for each role (default: every role of the policy).
+
+    With `audit`, a new file replaces the old one only if the audit finds nothing in it
+    (write-audit-publish: a file the gate would fail is never served)."""
     names = list(roles) if roles is not None else list(policy.roles)
     sources = duckdb.connect()  # in memory: the Delta tables as views, read once per role build
     try:
         versions = _register_sources(lake, sources, tables)
-        return [_build_one(lake, sources, policy.role(name), tables, versions) for name in names]
+        return [
+            _build_one(lake, sources, policy.role(name), tables, versions, audit) for name in names
+        ]
     finally:
         sources.close()
 
@@ -149,6 +176,7 @@ def _build_one(
     role: Role,
     tables: Sequence[ServedTable],
     versions: Mapping[str, int],
+    audit: Audit | None,
 ) -> RoleStore:
     started = time.monotonic()
     final = role_path(lake, role.name)
@@ -202,5 +230,69 @@ def _build_one(
             )
     finally:
         sources.execute("detach served")
-    os.replace(scratch, final)
-    return RoleStore(role.name, str(final), rows, time.monotonic() - started)
+    findings = audit(role, scratch) if audit is not None else []
+    if findings:
+        scratch.unlink()
+    else:
+        os.replace(scratch, final)
+    return RoleStore(role.name, str(final), rows, time.monotonic() - started, findings)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One serve: the role files, what the PII gate found, PostgreSQL's load if configured."""
+
+    stores: list[RoleStore]
+    gold_findings: list[Finding]
+    """Clear PII values found in gold's Delta tables."""
+    sample: ClearSample
+    """The clear values looked for."""
+    postgres: Any = None
+    """`lakehouse.core.serve_postgres.PostgresServed`, when a DSN was given and gold was clean."""
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [*self.gold_findings, *(f for s in self.stores for f in s.findings)]
+
+
+def serve(
+    lake: Lake,
+    policy: Policy,
+    contracts: Sequence[Contract],
+    *,
+    postgres_dsn: str | None = None,
+    roles: Sequence[str] | None = None,
+) -> Served:
+    """Build every role's file behind the PII gate and, given a DSN, serve PostgreSQL.
+
+    The gate samples clear values from bronze's PII columns and looks for them in gold and in
+    each new file of a role that may not read clear PII: such a file is not published, and
+    gold holding one is not loaded into PostgreSQL.
+    """
+    tables = served_tables(lake, policy, contracts)
+    sample = sample_clear_values(lake, contracts)
+    gold = [(t.qualified, t.uri) for t in tables if t.schema != "silver"]
+    gold_findings = scan_delta_tables(lake, gold, sample)
+
+    def audit(role: Role, path: Path) -> list[Finding]:
+        if role.clear_pii:
+            return []
+        return scan_duckdb_file(path, sample, label=f"serve/{role.name}.duckdb")
+
+    stores = build_role_stores(lake, policy, tables, roles, audit)
+    loaded = None
+    if postgres_dsn and not gold_findings:
+        from lakehouse.core.serve_postgres import serve_postgres
+
+        loaded = serve_postgres(lake, policy, tables, postgres_dsn)
+    return Served(stores, gold_findings, sample, loaded)
+
+
+def source_versions(lake: Lake, tables: Sequence[ServedTable]) -> dict[str, int]:
+    """The Delta version of each served table: what a serve built from."""
+    versions = {}
+    for t in tables:
+        table = delta.open_table(lake, t.uri)
+        if table is not None:
+            versions[t.qualified] = table.version()
+    return versions
