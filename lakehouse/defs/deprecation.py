@@ -22,6 +22,8 @@ from lakehouse.core.deprecation import (
 )
 from lakehouse.core.gold import ensure_manifest
 
+DBT_READERS = ("model", "snapshot")
+
 
 def asset_tags(deprecation: Deprecation | None) -> dict[str, str]:
     """The asset's tags: `deprecated` (valued with the sunset date, if any)."""
@@ -45,16 +47,43 @@ def dbt_deprecation(props: Mapping[str, Any]) -> Deprecation | None:
     )
 
 
+def _manifest() -> dict[str, Any]:
+    return json.loads(ensure_manifest().read_text())
+
+
+def _dbt_key(node: Mapping[str, Any]) -> str:
+    """A dbt node's asset key: a model's `gold/<name>`, a source's own (`silver/<source>`)."""
+    asset_key = ((node.get("meta") or {}).get("dagster") or {}).get("asset_key")
+    return "/".join(asset_key) if asset_key else f"gold/{node['name']}"
+
+
 def deprecations(contracts: list[Contract] | None = None) -> dict[str, Deprecation]:
     """Asset key (`silver/orders`, `gold/fct_orders`) -> its deprecation, over contracts and dbt."""
     out = {f"silver/{c.name}": c.deprecated for c in contracts or load_contracts() if c.deprecated}
-    manifest = json.loads(ensure_manifest().read_text())
-    for node in manifest.get("nodes", {}).values():
-        if node.get("resource_type") in ("model", "snapshot"):
+    for node in _manifest().get("nodes", {}).values():
+        if node.get("resource_type") in DBT_READERS:
             deprecation = dbt_deprecation(node)
             if deprecation is not None:
-                out[f"gold/{node['name']}"] = deprecation
+                out[_dbt_key(node)] = deprecation
     return out
+
+
+def dbt_edges() -> dict[str, list[str]]:
+    """Table -> the dbt models reading it, ephemeral ones included (they are no assets)."""
+    manifest = _manifest()
+    nodes = {**manifest.get("sources", {}), **manifest.get("nodes", {})}
+    edges: dict[str, list[str]] = {}
+    for parent, children in manifest.get("child_map", {}).items():
+        if parent not in nodes:
+            continue
+        readers = [
+            _dbt_key(nodes[c])
+            for c in children
+            if nodes.get(c, {}).get("resource_type") in DBT_READERS
+        ]
+        if readers:
+            edges.setdefault(_dbt_key(nodes[parent]), []).extend(readers)
+    return edges
 
 
 def warn_deprecated_reads(context: dg.AssetExecutionContext) -> list[str]:
@@ -71,10 +100,12 @@ def warn_deprecated_reads(context: dg.AssetExecutionContext) -> list[str]:
 
 
 def deprecated_in(defs: dg.Definitions) -> list[DeprecatedTable]:
-    """Each deprecated table of `defs` with every asset downstream of it."""
+    """Each deprecated table with everything downstream of it: assets of `defs` and dbt models."""
     graph = defs.resolve_asset_graph()
     downstream = {
         key.to_user_string(): [child.to_user_string() for child in graph.get(key).child_keys]
         for key in graph.get_all_asset_keys()
     }
+    for table, readers in dbt_edges().items():
+        downstream.setdefault(table, []).extend(readers)
     return deprecated_tables(deprecations(), downstream)
