@@ -203,6 +203,24 @@ def delta_files(lake: Lake, uri: str) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
 
 
+def tables_in(lake: Lake, layer: str) -> list[str]:
+    """The names of the Delta tables in `layer` (those with a `_delta_log`), sorted."""
+    base = f"{lake.root}/lake/{layer}"
+    if lake.is_s3:
+        bucket, prefix = split_s3_uri(base + "/")
+        paginator = s3_client(lake).get_paginator("list_objects_v2")
+        names = {
+            p["Prefix"][len(prefix) :].rstrip("/")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for p in page.get("CommonPrefixes", [])
+        }
+        return sorted(n for n in names if _table(lake, f"{base}/{n}") is not None)
+    root = Path(base)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())
+
+
 def live_files(lake: Lake, uri: str) -> list[str]:
     """The data files the table's latest version reads, relative to the table."""
     table = _table(lake, uri)
