@@ -4,13 +4,13 @@ No per-source Python: every source gets the same three assets, named `[layer, so
 the contract's description, owner and column docs, so the Dagster UI doubles as the catalog.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 
-from lakehouse.core import delta
-from lakehouse.core.bronze import LINEAGE_COLUMNS, load_bronze
+from lakehouse.core import delta, system
+from lakehouse.core.bronze import LINEAGE_COLUMNS, BronzeResult, load_bronze
 from lakehouse.core.checks import SILVER_CHECKS, PartitionAudit, blocking_checks
 from lakehouse.core.contract import Contract
 from lakehouse.core.drift import RESCUED
@@ -154,17 +154,41 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         )
         for rejected in result.files_rejected:
             context.log.warning(f"rejected landing file {rejected['path']}: {rejected['reason']}")
+        context.log.info(
+            f"bronze {contract.name}: {len(result.files_loaded)} file(s) loaded ({result.rows} "
+            f"rows), {result.files_unchanged} unchanged, {len(result.files_rejected)} rejected"
+        )
+        for date, figures in _bronze_partition_metadata(the_lake, contract, dates, result).items():
+            context.add_asset_metadata(figures, partition_key=date)
         return dg.MaterializeResult(
-            metadata={
-                **_table_metadata(the_lake, the_lake.table_uri("bronze", contract.name)),
-                "files_loaded": len(result.files_loaded),
-                "files_unchanged": result.files_unchanged,
-                "files_rejected": len(result.files_rejected),
-                "rows_loaded": result.rows,
-            }
+            metadata=_table_metadata(the_lake, the_lake.table_uri("bronze", contract.name))
         )
 
     return _bronze
+
+
+def _bronze_partition_metadata(
+    lake: Lake, contract: Contract, dates: Sequence[str], result: BronzeResult
+) -> dict[str, dict[str, Any]]:
+    """Each landing date's own figures (not the run's totals), for the partition page and plots:
+    what this run loaded and rejected for the date, and what bronze holds for it now."""
+    held: dict[str, list[int]] = {d: [0, 0] for d in dates}
+    for date, rows in (
+        system.latest_ledger(lake, contract.name, dates).select("landing_date", "rows").iter_rows()
+    ):
+        held[date][0] += 1
+        held[date][1] += int(rows or 0)
+    out = {}
+    for date in dates:
+        loaded = [f for f in result.files_loaded if f["landing_date"] == date]
+        out[date] = {
+            "files_loaded": len(loaded),
+            "rows_loaded": sum(f["rows"] for f in loaded),
+            "files_rejected": sum(f["landing_date"] == date for f in result.files_rejected),
+            "date_files": held[date][0],
+            "date_rows": held[date][1],
+        }
+    return out
 
 
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
