@@ -46,6 +46,7 @@ import polars as pl
 
 from lakehouse.core.contract import DEFAULT_NULL_VALUES, FileFormat
 from lakehouse.core.errors import LandingFileError
+from lakehouse.core.nested import Shape, flatten
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,13 @@ class LandedGroup:
     streamed: bool = False
     """The frame reads spilled or columnar data (no parse can fail mid-way): `collected` hands
     it on in batches of STREAM_BATCH_ROWS rows."""
+    shape: Shape = field(default_factory=Shape)
+    """Nested records: `frame` is given as read and holds the shape's rows (`core.nested`)."""
+
+    def __post_init__(self) -> None:
+        if self.shape:
+            shaped = flatten(self.frame, self.shape, row_number=ROW_NUMBER, file_column=FILE_COLUMN)
+            object.__setattr__(self, "frame", shaped)
 
     def split(self) -> list[LandedGroup]:
         """One group per file: a query that fails mid-file is retried to find the file."""
@@ -189,6 +197,7 @@ class LandedGroup:
                 _tagged(_scan(p, self.fmt), p),
                 self.fmt,
                 {p: self.fallbacks[p]} if p in self.fallbacks else {},
+                shape=self.shape,
             )
             for p in self.paths
         ]
@@ -200,7 +209,8 @@ class LandedGroup:
         if len(self.paths) != 1 or self.paths[0] not in self.fallbacks:
             return None
         path = self.paths[0]
-        return LandedGroup((path,), _tagged(self.fallbacks[path](), path), self.fmt, streamed=True)
+        frame = _tagged(self.fallbacks[path](), path)
+        return LandedGroup((path,), frame, self.fmt, streamed=True, shape=self.shape)
 
 
 def collected(
@@ -299,14 +309,16 @@ def landed_groups(
     fmt: FileFormat,
     *,
     columns: Sequence[str] | None = None,
+    shape: Shape | None = None,
 ) -> Iterator[tuple[list[LandedGroup], dict[Path, LandingFileError]]]:
     """`landed_frame` over many (path, display path) files: groups of frames, and rejections.
 
     Plain CSV files whose lines all check out (one vectorised pass over all of them) are read
     a few hundred per query when they share a header: per-file queries would cost more in
     overhead than thousands of small daily files cost in work. Every other file is a group of
-    its own, read by `landed_frame`.
+    its own, read by `landed_frame`. `shape`: the rows of nested records (`core.nested`).
     """
+    shape = shape or Shape()
     shared: dict[tuple[str, ...], list[Path]] = {}
     rejected: dict[Path, LandingFileError] = {}
     suspect: set[Path] = set()
@@ -336,7 +348,9 @@ def landed_groups(
                     p: functools.partial(_careful, p, fmt, displays[p], columns, spill)
                     for p in chunk
                 }
-                groups.append(LandedGroup(chunk, _scan_many(chunk, fmt), fmt, fallbacks))
+                groups.append(
+                    LandedGroup(chunk, _scan_many(chunk, fmt), fmt, fallbacks, shape=shape)
+                )
         proven = {p for group in groups for p in group.paths}
         for path, display_path in files:
             if path in proven:
@@ -355,7 +369,9 @@ def landed_groups(
                     _careful, plain, fmt, display_path, columns, spill
                 )
             groups.append(
-                LandedGroup((path,), _tagged(frame, path), fmt, fallbacks, streamed=not fast)
+                LandedGroup(
+                    (path,), _tagged(frame, path), fmt, fallbacks, streamed=not fast, shape=shape
+                )
             )
         yield groups, rejected
 
@@ -453,7 +469,22 @@ def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
         frame = pl.scan_ndjson(path, infer_schema_length=None)
     else:  # a JSON array of records
         frame = pl.read_json(path).lazy()
-    return frame.select(pl.all().cast(pl.String)).with_row_index(ROW_NUMBER, offset=1)
+    return frame.select(_as_text(frame.collect_schema())).with_row_index(ROW_NUMBER, offset=1)
+
+
+def _as_text(schema: pl.Schema) -> list[pl.Expr]:
+    """Every column as text; nested values (objects, arrays) as JSON, as the careful read has."""
+    out = []
+    for name, dtype in schema.items():
+        if isinstance(dtype, pl.Struct):
+            out.append(pl.col(name).struct.json_encode())
+        elif isinstance(dtype, pl.List | pl.Array):
+            quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+            text = pl.struct(name).struct.json_encode().str.json_path_match(f"$['{quoted}']")
+            out.append(text.alias(name))
+        else:
+            out.append(pl.col(name).cast(pl.String))
+    return out
 
 
 # --- CSV ----------------------------------------------------------------------------------------
