@@ -25,6 +25,7 @@ from lakehouse.defs.extract import (
     DEFAULT_EXTRACT_CRON,
     EXTRACT_CRON_ENV,
     extract_asset,
+    extract_assets,
     extract_schedules,
 )
 from lakehouse.defs.resources import LakeResource
@@ -121,9 +122,14 @@ def test_extract_asset_sensor_bronze_silver(tmp_path: Path, shop_db) -> None:
         assert sensor(ctx).run_requests == []
 
 
-def test_the_schedule_targets_every_extracted_source() -> None:
+def test_the_schedule_targets_every_extracted_source_but_streams() -> None:
     contracts = load_contracts(CONTRACTS)
     (schedule,) = extract_schedules(contracts)
+    selection = schedule.target.resolvable_to_job.selection
+    targets = {key.path[-1] for key in selection.selected_keys}
+    assert targets == {c.name for c in contracts if c.source and c.source.kind != "nats"}
+    assert "clicks" not in targets  # served by `lakehouse stream`: one consumer only
+    assert "clicks" in {a.key.path[-1] for a in extract_assets(contracts)}  # still an asset
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == os.environ.get(EXTRACT_CRON_ENV, DEFAULT_EXTRACT_CRON)
     assert extract_schedules([]) == []

@@ -40,7 +40,7 @@ def extract_asset(contract: Contract) -> dg.AssetsDefinition:
         "layout": "<source>/<YYYY-MM-DD>/extract-NNNNNN.parquet | snapshot.parquet",
         "mode": spec.mode,
     }
-    if spec.cursor:
+    if getattr(spec, "cursor", None):  # a stream has none
         metadata["cursor_column"] = spec.cursor
 
     @dg.asset(
@@ -77,9 +77,15 @@ def extract_assets(contracts: Sequence[Contract]) -> list[dg.AssetsDefinition]:
     return [extract_asset(c) for c in extracted_contracts(list(contracts))]
 
 
+def served(contract: Contract) -> bool:
+    """A stream source: `lakehouse stream` reads it and loads its bronze and silver itself, so
+    neither the extract schedule nor the landing sensor may (one consumer, one writer)."""
+    return contract.source is not None and contract.source.kind == "nats"
+
+
 def extract_schedules(contracts: Sequence[Contract]) -> list[dg.ScheduleDefinition]:
-    """One schedule over every extracted source (none when there is none)."""
-    keys = [landing_key(c.name) for c in extracted_contracts(list(contracts))]
+    """One schedule over every extracted source but streams (none when there is none)."""
+    keys = [landing_key(c.name) for c in extracted_contracts(list(contracts)) if not served(c)]
     if not keys:
         return []
     return [
