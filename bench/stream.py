@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -82,7 +81,7 @@ def _visible(root: Path):
 
 
 def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
-    from lakehouse_tests.servers import nats_server
+    from lakehouse_tests.servers import nats_server, stop
 
     seconds = 15 if quick else 60
     base = data.WORK / "stream"
@@ -104,17 +103,11 @@ def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
             env=env,
             stdout=service_log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         try:
             return _run(url, root, home, seconds, service, log)
         finally:
-            os.killpg(service.pid, signal.SIGTERM)
-            try:
-                service.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(service.pid, signal.SIGKILL)
-                service.wait()
+            stop(service, timeout=20)
             service_log.close()
 
 

@@ -45,6 +45,15 @@ def sql(pg: Postgres, *statements: str) -> list[tuple]:
         return rows
 
 
+def create_accounts(pg: Postgres) -> None:
+    sql(
+        pg,
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text, plan text, "
+        "balance numeric(12,2), updated_at timestamptz DEFAULT now())",
+        "ALTER TABLE accounts REPLICA IDENTITY FULL",
+    )
+
+
 def changes(lake: Lake) -> pl.DataFrame:
     files = [f.uri for f in list_landing_files(lake, "accounts_cdc")]
     return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
@@ -62,12 +71,7 @@ def test_changes_land_once_across_a_crash_and_a_restart(
 ) -> None:
     contract = load_contract(CONTRACTS / "accounts_cdc.yaml")
     lake = Lake(str(tmp_path / "lake"))
-    sql(
-        server,
-        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text, plan text, "
-        "balance numeric(12,2), updated_at timestamptz DEFAULT now())",
-        "ALTER TABLE accounts REPLICA IDENTITY FULL",
-    )
+    create_accounts(server)
     first = extract(lake, contract, landing_date="2024-06-01")  # creates the slot
     assert first.uri is None and first.rows == 0
     assert sql(server, "SELECT slot_name, plugin FROM pg_replication_slots") == [
@@ -152,12 +156,7 @@ def test_cdc_consumer_killed_mid_read_and_a_restart_lose_nothing(
 
     contract = load_contract(CONTRACTS / "accounts_cdc.yaml")
     lake = Lake(str(tmp_path / "lake"))
-    sql(
-        server,
-        "CREATE TABLE accounts (id bigint PRIMARY KEY, email text, plan text, "
-        "balance numeric(12,2), updated_at timestamptz DEFAULT now())",
-        "ALTER TABLE accounts REPLICA IDENTITY FULL",
-    )
+    create_accounts(server)
     assert extract(lake, contract, landing_date="2024-06-01").rows == 0  # creates the slot
     batches = [
         f"INSERT INTO accounts (id, email, plan, balance) SELECT g, 'u' || g || '@x.io', 'free', "
