@@ -38,7 +38,6 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from lakehouse.core import delta, system
-from lakehouse.core.checks import BLOCKING_CHECKS
 from lakehouse.core.contract import Contract, parse_duration
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import PROJECT_DIR, Lake
@@ -262,7 +261,7 @@ def check_alerts(lake: Lake) -> list[Alert]:
         .sort("checked_at")
         .group_by("source", "partition", "check")
         .last()
-        .filter(~pl.col("passed"), ~pl.col("check").is_in(sorted(BLOCKING_CHECKS)))
+        .filter(~pl.col("passed"), ~pl.col("blocking").fill_null(False))
         .sort("source", "check", "partition")
         .collect()
     )

@@ -21,6 +21,9 @@ CHECK_PRIMARY_KEY_UNIQUE = "primary_key_unique"
 CHECK_SILVER_MATCHES_BRONZE = "silver_matches_bronze"
 CHECK_RECONCILIATION = "reconciliation"
 CHECK_FILES_REJECTED = "files_rejected"
+CHECK_ANOMALIES = "anomalies"
+"""Column profiles against the same weekday of past weeks (`lakehouse.core.anomaly`); only
+for contracts with `checks.anomalies`."""
 SILVER_CHECKS = (
     CHECK_FILES_REJECTED,
     CHECK_ROW_RULES,
@@ -60,10 +63,20 @@ VOLUME_MIN_HISTORY = 3
 
 def blocking_checks(contract: Contract) -> frozenset[str]:
     """The checks that hold a landing date back for this contract: the fixed set, plus
-    `files_rejected` where the contract says `checks: {files_rejected: block}`."""
+    `files_rejected` where the contract says `checks: {files_rejected: block}` and `anomalies`
+    where it says `checks: {anomalies: {on_fail: block}}`."""
+    extra = set()
     if contract.checks.files_rejected == "block":
-        return BLOCKING_CHECKS | {CHECK_FILES_REJECTED}
-    return BLOCKING_CHECKS
+        extra.add(CHECK_FILES_REJECTED)
+    if contract.checks.anomalies is not None and contract.checks.anomalies.on_fail == "block":
+        extra.add(CHECK_ANOMALIES)
+    return BLOCKING_CHECKS | extra
+
+
+def silver_checks(contract: Contract) -> tuple[str, ...]:
+    """The checks of the contract's silver table: `SILVER_CHECKS`, plus `anomalies` where the
+    contract asks for it."""
+    return SILVER_CHECKS + ((CHECK_ANOMALIES,) if contract.checks.anomalies else ())
 
 
 @dataclass

@@ -129,6 +129,22 @@ class FileFormat:
 
 
 @dataclass(frozen=True)
+class Anomalies:
+    """`checks.anomalies`: each landing date's column profile against the same weekday of the
+    trailing weeks (`lakehouse.core.anomaly`)."""
+
+    on_fail: Literal["warn", "block"] = "warn"
+    weeks: int = 4
+    """Baseline: the same weekday in each of this many weeks before the date."""
+    min_weeks: int = 3
+    """A figure is judged once this many of those dates have a profile."""
+    max_z: float = 3.5
+    """A figure whose robust z-score is past this is an anomaly."""
+    columns: tuple[str, ...] = ()
+    """The columns to profile (landed or silver names); empty: every column."""
+
+
+@dataclass(frozen=True)
 class BatchChecks:
     """Rules over a whole batch (one landing-date partition); a failure blocks the publish."""
 
@@ -138,6 +154,8 @@ class BatchChecks:
     volume_window: int = 7
     files_rejected: Literal["warn", "block"] = "warn"
     """A landed file that cannot be read: a warning on its date, or (`block`) the date held back."""
+    anomalies: Anomalies | None = None
+    """Column profile anomaly detection; none unless the contract asks for it."""
 
 
 @dataclass(frozen=True)
@@ -573,7 +591,9 @@ class _Reader:
         return tuple(dict.fromkeys((*base, *value)))
 
     def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
-        self.unknown(raw, "checks.", {"max_quarantine_ratio", "volume", "files_rejected"})
+        self.unknown(
+            raw, "checks.", {"max_quarantine_ratio", "volume", "files_rejected", "anomalies"}
+        )
         rejected = raw.get("files_rejected", BatchChecks.files_rejected)
         if rejected not in ("warn", "block"):
             raise self.fail("checks.files_rejected", f"`{rejected}` is not one of: warn, block")
@@ -588,4 +608,36 @@ class _Reader:
             volume_max_ratio=volume.get("max_ratio"),
             volume_window=int(volume.get("window", 7)),
             files_rejected=rejected,
+            anomalies=self.anomalies(raw.get("anomalies")),
         )
+
+    def anomalies(self, raw: Any) -> Anomalies | None:
+        """`checks.anomalies`: `warn`, `block`, or a mapping of `Anomalies` fields."""
+        if raw is None or raw is False:
+            return None
+        if raw in ("warn", "block"):
+            return Anomalies(on_fail=raw)
+        if raw is True:
+            return Anomalies()
+        if not isinstance(raw, Mapping):
+            raise self.fail("checks.anomalies", "must be warn, block or a mapping")
+        self.unknown(
+            raw, "checks.anomalies.", {"on_fail", "weeks", "min_weeks", "max_z", "columns"}
+        )
+        on_fail = raw.get("on_fail", "warn")
+        if on_fail not in ("warn", "block"):
+            raise self.fail("checks.anomalies.on_fail", f"`{on_fail}` is not one of: warn, block")
+        for name in ("weeks", "min_weeks"):
+            value = raw.get(name, getattr(Anomalies, name))
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise self.fail(f"checks.anomalies.{name}", "must be a whole number of weeks >= 1")
+        weeks, min_weeks = raw.get("weeks", Anomalies.weeks), raw.get("min_weeks", 3)
+        if min_weeks > weeks:
+            raise self.fail("checks.anomalies.min_weeks", f"must not exceed weeks ({weeks})")
+        max_z = raw.get("max_z", Anomalies.max_z)
+        if not isinstance(max_z, int | float) or isinstance(max_z, bool) or max_z <= 0:
+            raise self.fail("checks.anomalies.max_z", "must be a positive number")
+        columns = raw.get("columns") or []
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise self.fail("checks.anomalies.columns", "must be a list of column names")
+        return Anomalies(on_fail, weeks, min_weeks, float(max_z), tuple(columns))

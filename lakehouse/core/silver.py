@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.core import delta, drift, pii, system
+from lakehouse.core import anomaly, delta, drift, pii, system
 from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE, SOURCE_SHA256
 from lakehouse.core.checks import (
     CHECK_REFERENCES,
@@ -441,6 +441,11 @@ def _load_chunk(
         batch_rules(
             contract, audit, [p for d, p in drift_problems if d == audit.landing_date], counts
         )
+    if contract.checks.anomalies is not None:
+        for date, outcome in anomaly.check(
+            lake, contract, valid, dates, LANDING_DATE, run_id=run_id
+        ).items():
+            audits[date].checks.append(outcome)
     blocked = [d for d in dates if audits[d].blocked]
     for date in blocked:
         audits[date].held = (

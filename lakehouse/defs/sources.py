@@ -11,7 +11,7 @@ import dagster as dg
 
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import LINEAGE_COLUMNS, BronzeResult, load_bronze
-from lakehouse.core.checks import SILVER_CHECKS, PartitionAudit, blocking_checks
+from lakehouse.core.checks import PartitionAudit, blocking_checks, silver_checks
 from lakehouse.core.contract import Contract
 from lakehouse.core.drift import RESCUED
 from lakehouse.core.lake import Lake
@@ -39,6 +39,9 @@ _CHECK_DESCRIPTIONS = {
     "valid bronze rows win (silver is a function of bronze).",
     "reconciliation": "Landed rows (ingest ledger) = bronze = accepted + quarantined + duplicates "
     "+ superseded + held, per landing date.",
+    "anomalies": "Each column's null rate and distinct count, and numeric columns' mean and "
+    "percentiles, against the same weekday of the trailing weeks (robust z-score; contract "
+    "`checks.anomalies`; `_system/column_profiles` has every figure).",
 }
 REPROCESS_TAG = "lakehouse/reprocess"
 """Run tag: a comma-separated list of sources (or `*`) to load again even where nothing changed."""
@@ -239,7 +242,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 description=_CHECK_DESCRIPTIONS[name],
                 partitions_def=daily_partitions,
             )
-            for name in SILVER_CHECKS
+            for name in silver_checks(contract)
         ],
         automation_condition=follows_upstream(),
         freshness_policy=freshness_policy(contract),
@@ -283,7 +286,7 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                             metadata={**table, **_partition_metadata(result.partitions[date])},
                         )
                     )
-        yield from _check_results(context, key, result)
+        yield from _check_results(context, key, result, silver_checks(contract))
 
     return _silver
 
@@ -303,7 +306,10 @@ def _partition_metadata(audit: PartitionAudit) -> dict[str, Any]:
 
 
 def _check_results(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, result: SilverResult
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    result: SilverResult,
+    names: Sequence[str],
 ) -> Iterator[dg.AssetCheckResult]:
     """Check results per landing date.
 
@@ -331,7 +337,7 @@ def _check_results(
                         },
                     )
                 )
-    for name in SILVER_CHECKS:
+    for name in names:
         yield _check_result(name, result, summary=not context.has_partition_key)
 
 
