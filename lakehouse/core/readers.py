@@ -469,10 +469,10 @@ def _scan(path: Path, fmt: FileFormat) -> pl.LazyFrame:
         frame = pl.scan_ndjson(path, infer_schema_length=None)
     else:  # a JSON array of records
         frame = pl.read_json(path).lazy()
-    return frame.select(_as_text(frame.collect_schema())).with_row_index(ROW_NUMBER, offset=1)
+    return frame.select(as_text(frame.collect_schema())).with_row_index(ROW_NUMBER, offset=1)
 
 
-def _as_text(schema: pl.Schema) -> list[pl.Expr]:
+def as_text(schema: pl.Schema) -> list[pl.Expr]:
     """Every column as text; nested values (objects, arrays) as JSON, as the careful read has."""
     out = []
     for name, dtype in schema.items():

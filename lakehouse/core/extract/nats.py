@@ -38,6 +38,7 @@ from lakehouse.core.extract.landed import (
 )
 from lakehouse.core.extract.spec import NatsSource
 from lakehouse.core.lake import Lake
+from lakehouse.core.readers import as_text
 
 STREAM_SEQ = "stream_seq"
 SUBJECT = "subject"
@@ -123,6 +124,27 @@ class JetStreamConsumer:
             self._nc = None
 
 
+def _frame(messages: list[tuple[int, str, bytes]]) -> pl.DataFrame:
+    """The landed rows of (sequence, subject, body) messages: decoded by polars when every body
+    is a JSON object, else message by message."""
+    sequences, subjects, bodies = zip(*messages, strict=True)
+    try:
+        decoded = pl.Series(bodies, dtype=pl.Binary).cast(pl.String).str.json_decode(None)
+        if not isinstance(decoded.dtype, pl.Struct) or decoded.null_count():
+            raise ValueError("not every body is a JSON object")
+        fields = decoded.struct.unnest()
+        frame = fields.select(as_text(fields.schema)) if fields.width else pl.DataFrame()
+        frame = frame.with_columns(
+            pl.Series(STREAM_SEQ, [f"{s:020d}" for s in sequences]),
+            pl.Series(SUBJECT, subjects, dtype=pl.String),
+        )
+    except (pl.exceptions.PolarsError, ValueError):
+        rows = [_row(*message) for message in messages]
+        columns = dict.fromkeys(k for row in rows for k in row)
+        frame = pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String), orient="row")
+    return frame
+
+
 def _row(sequence: int, subject: str, body: bytes) -> dict[str, str | None]:
     try:
         record = json.loads(body)
@@ -156,7 +178,7 @@ async def drain(
     not_before(contract.name, day, previous.file.landing_date if previous else None)
     stored = int(previous.state["stream_sequence"]) if previous else 0
     sequence = previous.sequence + 1 if previous else 1
-    rows: list[dict] = []
+    rows: list[tuple[int, str, bytes]] = []
     last_handle: Any = None
     highest = stored
     while max_messages is None or len(rows) < max_messages:
@@ -168,15 +190,13 @@ async def drain(
         for seq, subject, body, handle in batch:
             last_handle = handle
             if seq > stored:  # at or below: landed before the consumer died, redelivered
-                rows.append(_row(seq, subject, body))
+                rows.append((seq, subject, body))
                 highest = max(highest, seq)
         say(f"extract {contract.name}: {len(rows):,} messages read")
     result = ExtractResult(contract.name, "incremental", len(rows), None, day, str(highest))
     if rows:
         with staged(lake, contract.name, day) as stage:
-            columns = dict.fromkeys(k for row in rows for k in row)
-            frame = pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String), orient="row")
-            stage.write(frame.to_arrow())
+            stage.write(_frame(rows).to_arrow())
             stage.close(
                 {
                     "version": 1,
