@@ -185,7 +185,8 @@ def _build_one(
     scratch.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     info = []
-    sources.execute(f"attach '{scratch}' as served")
+    quoted = str(scratch).replace("'", "''")
+    sources.execute(f"attach '{quoted}' as served")
     try:
         for t in tables:
             if t.qualified not in versions or not role.may_read(t.qualified):
