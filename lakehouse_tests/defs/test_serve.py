@@ -91,3 +91,17 @@ def test_serve_the_demo_lake(materialized: Materialized, monkeypatch: pytest.Mon
     assert sorted(os.listdir(analyst.parent)) == [
         f"{r}.duckdb" for r in ("analyst", "engineer", "pii_reader")
     ]
+
+
+def test_pii_classes_are_column_tags_in_the_catalog() -> None:
+    from lakehouse.defs.sources import silver_asset
+
+    def tags(spec: dg.AssetSpec) -> dict[str, str]:
+        schema = spec.metadata["dagster/column_schema"]
+        return {c.name: c.tags["pii"] for c in schema.columns if "pii" in c.tags}
+
+    mart = next(s for s in gold_marts.specs if s.key.path == ["gold", "customers"])
+    assert tags(mart)["customer_name_pseudonym"] == "name"
+    tweets = next(c for c in load_contracts() if c.name == "tweets")
+    (spec,) = silver_asset(tweets).specs
+    assert tags(spec)["content"] == "free_text"
