@@ -2,7 +2,8 @@
 
 Each kind has one module (`postgres`, `cdc`, `http`, `nats`); `landed` is the commit protocol they share (the landed
 file is the commit and carries the extract's position); `spec` parses the contract's `source:`
-block. Downstream of the landing zone nothing knows how a file got there.
+block; `service` runs a source as a long-lived process (`lakehouse stream`) that also loads what
+it lands into bronze and silver. Downstream of the landing zone nothing knows how a file got there.
 """
 
 from __future__ import annotations
