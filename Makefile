@@ -28,6 +28,7 @@ dagster-home:
 demo: install  ## seed three weeks of Jaffle Shop deliveries and materialize everything
 	$(BIN)/lakehouse seed --days 21 --fresh
 	$(BIN)/lakehouse materialize
+	$(BIN)/lakehouse serve
 
 test: install  ## every test, including the S3, PostgreSQL and daemon ones
 	$(BIN)/pytest

@@ -10,11 +10,12 @@ new name and renamed over the old one, so a reader sees the old file or the new,
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from lakehouse.core.pii_scan import (
 )
 from lakehouse.core.policies import Policy, Role, gold_pii, mask_sql, silver_pii
 
+POSTGRES_ENV = "LAKEHOUSE_SERVE_POSTGRES"
+"""A PostgreSQL DSN: when set, serving also loads that database (`lakehouse serve`, Dagster)."""
 SERVED_INFO = "_served"
 """Table in each role file: one row per served table (source version, rows, masks applied)."""
 
@@ -52,6 +55,12 @@ class ServedTable:
 
 def serve_dir(lake: Lake) -> Path:
     return Path(lake.warehouse_path).parent / "serve"
+
+
+def serving_enabled(lake: Lake) -> bool:
+    """Whether serving follows gold: the lake has been served (`<serve>` exists) or a
+    PostgreSQL DSN is configured. The first `lakehouse serve` turns it on."""
+    return serve_dir(lake).is_dir() or bool(os.environ.get(POSTGRES_ENV))
 
 
 def role_path(lake: Lake, role: str) -> Path:
@@ -120,6 +129,8 @@ class RoleStore:
     seconds: float
     findings: list[Finding] = field(default_factory=list)
     """What the audit found in the new file; when not empty the old file stays in place."""
+    written: bool = True
+    """False when the file already held what the role reads now (nothing written)."""
 
     @property
     def published(self) -> bool:
@@ -139,17 +150,58 @@ def build_role_stores(
 ) -> list[RoleStore]:
     """Write `<serve>/<role>.duckdb` for each role (default: every role of the policy).
 
-    With `audit`, a new file replaces the old one only if the audit finds nothing in it
-    (write-audit-publish: a file the gate would fail is never served)."""
+    A file built from the same role, classes and source versions is left as it is (nothing
+    written). With `audit`, a new file replaces the old one only if the audit finds nothing in
+    it (write-audit-publish: a file the gate would fail is never served)."""
     names = list(roles) if roles is not None else list(policy.roles)
+    current = source_versions(lake, tables)
+    kept = {}
+    for name in names:
+        role = policy.role(name)
+        path = role_path(lake, name)
+        held = _held_tables(path, _digest(role, tables, current))
+        if held is not None:  # same policy, same classes, same source versions: nothing to write
+            kept[name] = RoleStore(name, str(path), held, 0.0, written=False)
+    if len(kept) == len(names):
+        return [kept[n] for n in names]
     sources = duckdb.connect()  # in memory: the Delta tables as views, read once per role build
     try:
         versions = _register_sources(lake, sources, tables)
         return [
-            _build_one(lake, sources, policy.role(name), tables, versions, audit) for name in names
+            kept.get(name) or _build_one(lake, sources, policy.role(name), tables, versions, audit)
+            for name in names
         ]
     finally:
         sources.close()
+
+
+def _digest(role: Role, tables: Sequence[ServedTable], versions: Mapping[str, int]) -> str:
+    """What a role's file is a function of: the role, and each readable table's version and
+    PII classes."""
+    readable = {
+        t.qualified: [versions[t.qualified], dict(sorted(t.pii.items()))]
+        for t in tables
+        if t.qualified in versions and role.may_read(t.qualified)
+    }
+    spec = {**asdict(role), "masks": dict(role.masks), "rows": dict(role.rows)}
+    text = json.dumps({"role": spec, "tables": readable}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _held_tables(path: Path, digest: str) -> dict[str, int] | None:
+    """The rows per table of the role file at `path` if it was built for `digest`."""
+    if not path.exists():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            rows = con.sql(
+                f"select schema, table_name, row_count, build_digest from main.{SERVED_INFO}"
+            ).fetchall()
+    except duckdb.Error:
+        return None
+    if not rows or {r[3] for r in rows} != {digest}:
+        return None
+    return {f"{schema}.{table}": int(n) for schema, table, n, _ in rows}
 
 
 def _register_sources(
@@ -221,13 +273,14 @@ def _build_one(
         sources.execute(
             f"create table served.main.{SERVED_INFO} (schema varchar, table_name varchar, "
             "delta_version bigint, row_count bigint, masks varchar, row_filter varchar, "
-            "built_at timestamptz)"
+            "built_at timestamptz, build_digest varchar)"
         )
         built = dt.datetime.now(dt.UTC)
+        digest = _digest(role, tables, versions)
         for row in info:
             sources.execute(
-                f"insert into served.main.{SERVED_INFO} values (?, ?, ?, ?, ?, ?, ?)",
-                [*row, built],
+                f"insert into served.main.{SERVED_INFO} values (?, ?, ?, ?, ?, ?, ?, ?)",
+                [*row, built, digest],
             )
     finally:
         sources.execute("detach served")
@@ -236,7 +289,9 @@ def _build_one(
         scratch.unlink()
     else:
         os.replace(scratch, final)
-    return RoleStore(role.name, str(final), rows, time.monotonic() - started, findings)
+    return RoleStore(
+        role.name, str(final), rows, time.monotonic() - started, findings, written=not findings
+    )
 
 
 @dataclass(frozen=True)

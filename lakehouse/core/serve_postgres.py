@@ -35,8 +35,6 @@ from lakehouse.core.lake import Lake
 from lakehouse.core.policies import Policy, Role
 from lakehouse.core.serve import ServedTable, role_select
 
-POSTGRES_ENV = "LAKEHOUSE_SERVE_POSTGRES"
-"""A PostgreSQL DSN: when set, serving also loads that database (`lakehouse serve`, Dagster)."""
 MASKING_SUFFIX = "_masking"
 
 

@@ -19,9 +19,16 @@ import dagster as dg
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.gold import ensure_manifest
+from lakehouse.core.lake import Lake
 from lakehouse.core.policies import Policy, gold_pii, load_policy
-from lakehouse.core.serve import Served, serve, served_tables, source_versions
-from lakehouse.core.serve_postgres import POSTGRES_ENV
+from lakehouse.core.serve import (
+    POSTGRES_ENV,
+    Served,
+    serve,
+    served_tables,
+    serving_enabled,
+    source_versions,
+)
 from lakehouse.defs.resources import LakeResource
 
 SERVE_GROUP = "serve"
@@ -120,6 +127,7 @@ def serve_events(context: dg.AssetExecutionContext, served: Served):
         metadata: dict[str, Any] = {
             "dagster/uri": store.path,
             "published": store.published,
+            "written": store.written,
             "tables": dg.MetadataValue.json(store.tables),
             "seconds": round(store.seconds, 3),
         }
@@ -155,6 +163,8 @@ def build_serve_sensor(keys: Sequence[dg.AssetKey]) -> dg.SensorDefinition:
         from lakehouse.defs.gold import pending_gold_runs
 
         the_lake = lake.lake()
+        if not serving_enabled(the_lake):
+            return dg.SkipReason("serving is off until the first `lakehouse serve`")
         if pending_gold_runs(the_lake):
             return dg.SkipReason("gold has silver's changes to take in first")
         tables = served_tables(the_lake, load_policy(), load_contracts())
@@ -169,14 +179,15 @@ def build_serve_sensor(keys: Sequence[dg.AssetKey]) -> dg.SensorDefinition:
 
 def serve_after_gold(
     defs: dg.Definitions,
+    lake: Lake,
     results: Sequence[dg.ExecuteInProcessResult],
     *,
     instance: dg.DagsterInstance,
     resources: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """A serve run when one of `results` materialized gold (none otherwise)."""
-    built = any(
+    """A serve run when one of `results` materialized gold and serving is on (none otherwise)."""
+    built = serving_enabled(lake) and any(
         e.asset_key is not None and e.asset_key.path[0] == "gold"
         for r in results
         for e in r.get_asset_materialization_events()

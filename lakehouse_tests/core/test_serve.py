@@ -155,10 +155,16 @@ def test_role_files_hold_what_each_role_may_read(tmp_path: Path) -> None:
 
 
 def test_rebuild_replaces_the_file_atomically(tmp_path: Path) -> None:
-    """A reader holding the old file keeps reading it whole; the new file has the new rows."""
+    """No change, no write; a reader holding the old file keeps reading it whole; the new file
+    has the new rows; a policy change rebuilds."""
     lake, policy, tables = gold_lake(tmp_path)
     build_role_stores(lake, policy, tables, roles=["analyst"])
     path = role_path(lake, "analyst")
+    # nothing changed: nothing written
+    stamp = path.stat().st_mtime_ns
+    (again,) = build_role_stores(lake, policy, tables, roles=["analyst"])
+    assert not again.written and again.tables == {"gold.customers": 40, "gold.orders": 200}
+    assert path.stat().st_mtime_ns == stamp
     old = duckdb.connect(str(path), read_only=True)
     orders(600).write_delta(lake.table_uri("gold", "orders"), mode="overwrite")
     build_role_stores(lake, policy, tables, roles=["analyst"])
@@ -166,6 +172,13 @@ def test_rebuild_replaces_the_file_atomically(tmp_path: Path) -> None:
     old.close()
     assert table(path, "gold.orders").height == 400
     assert sorted(os.listdir(path.parent)) == ["analyst.duckdb"]
+    # a policy change rebuilds the file
+    changed = parse_policy(
+        {"roles": {"analyst": {**POLICY["roles"]["analyst"], "masks": {"email": "null"}}}}
+    )
+    (rebuilt,) = build_role_stores(lake, changed, tables, roles=["analyst"])
+    assert rebuilt.written
+    assert table(path, "gold.customers")["customer_email"].null_count() == 40
 
 
 def test_unknown_role_is_a_clear_error(tmp_path: Path) -> None:

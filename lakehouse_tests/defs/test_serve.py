@@ -16,8 +16,7 @@ from psycopg2 import errors
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.pii_scan import sample_clear_values
-from lakehouse.core.serve import role_path
-from lakehouse.core.serve_postgres import POSTGRES_ENV
+from lakehouse.core.serve import POSTGRES_ENV, role_path
 from lakehouse.defs.gold import gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.serve import GATE, build_serve_assets
