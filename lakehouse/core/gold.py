@@ -96,6 +96,16 @@ def publish_marts(
     return published
 
 
+def warehouse_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    """A warehouse table's columns and their DuckDB types, in order."""
+    rows = con.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return dict(rows)
+
+
 def publish_table(lake: Lake, name: str, rows: pa.Table, *, run_id: str) -> dict[str, Any]:
     """Overwrite `<root>/lake/gold/<name>` with `rows` (no new version if it holds them)."""
     uri = lake.table_uri("gold", name)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster_aws.s3 import S3Resource
 
-from lakehouse.core import alerts, delta, system
+from lakehouse.core import alerts, anomaly, delta, system
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
@@ -41,9 +43,12 @@ SYSTEM_TABLES: dict[str, str] = {
     alerts.ALERTS: "One row per alert raised or resolved (one incident: one firing row, one "
     "resolved row).",
     alerts.DELIVERIES: "One row per alert and sink it was delivered to (webhook, slack).",
+    anomaly.COLUMN_PROFILES: "One row per source, landing date, column and figure (null rate, "
+    "distinct count, mean, percentiles) profiled for `checks.anomalies`, with its baseline, "
+    "robust z-score and verdict.",
 }
 """Each `_system` table and what it holds; its columns come from the module that writes it."""
-_SYSTEM_SCHEMAS = {**system.SCHEMAS, **alerts.SCHEMAS}
+_SYSTEM_SCHEMAS = {**system.SCHEMAS, **alerts.SCHEMAS, **anomaly.SCHEMAS}
 _QUARANTINE_COLUMNS = {
     "_rules": "the rules the row failed, e.g. `order_total:greater_than_or_equal_to(0)`",
     "_errors": "a message per failed rule, naming the column and value",
@@ -70,6 +75,38 @@ def system_key(table: str) -> dg.AssetKey:
 def _schema(columns: dict) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name, str(dtype).lower()) for name, dtype in columns.items()]
+    )
+
+
+def gold_storage(name: str, schema: str, lake: Lake | None = None) -> dict[str, str]:
+    """Where a gold model lives: its warehouse table (`<database>.<schema>.<name>`, the DuckDB
+    file's database) and its Delta copy under the lake root."""
+    lake = lake or Lake.from_env()
+    return {
+        "dagster/table_name": f"{Path(lake.warehouse_path).stem}.{schema}.{name}",
+        "dagster/uri": lake.table_uri("gold", name),
+        "warehouse": lake.warehouse_path,
+    }
+
+
+def typed_schema(declared: object, types: dict[str, str]) -> dg.TableSchema:
+    """The warehouse's columns and types (in its order), with what the dbt project declares
+    of each column (`declared`: a TableSchema or its metadata value) kept: description,
+    constraints, tags."""
+    declared = getattr(declared, "schema", declared)
+    columns = declared.columns if isinstance(declared, dg.TableSchema) else []
+    known = {c.name: c for c in columns}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name,
+                kind.lower(),
+                description=known[name].description if name in known else None,
+                constraints=known[name].constraints if name in known else None,
+                tags=known[name].tags if name in known else None,
+            )
+            for name, kind in types.items()
+        ]
     )
 
 
@@ -153,14 +190,22 @@ def landing_observation(lake: Lake, source: str, client) -> tuple[str, dg.AssetO
         metadata["latest_landing_date"] = latest
         metadata["latest_date_files"] = len(by_date[latest])
         metadata["latest_date_bytes"] = sum(by_date[latest])
+        arrived: dict[str, str] = {}
+        if not lake.is_s3:  # local versions are mtimes in ns
+            for f in files:
+                arrived[f.landing_date] = max(arrived.get(f.landing_date, ""), f.version.zfill(20))
+            arrived = {
+                d: datetime.fromtimestamp(int(v) / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                for d, v in arrived.items()
+            }
         metadata["recent_dates"] = dg.MetadataValue.md(
-            "| date | files | bytes |\n|---|---|---|\n"
+            "| date | files | bytes | last arrival |\n|---|---|---|---|\n"
             + "\n".join(
-                f"| {d} | {len(sizes)} | {sum(sizes)} |"
+                f"| {d} | {len(sizes)} | {sum(sizes)} | {arrived.get(d, '-')} |"
                 for d, sizes in sorted(by_date.items())[-14:]
             )
         )
-        if not lake.is_s3:  # local versions are mtimes in ns
+        if not lake.is_s3:
             newest = max(int(f.version) for f in files)
             metadata["last_arrival"] = dg.MetadataValue.timestamp(newest / 1e9)
     listing = json.dumps(sorted((f.relative_path, f.size, f.version) for f in files))

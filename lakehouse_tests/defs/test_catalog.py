@@ -3,6 +3,7 @@ sensor observes the quarantine, _system and landing assets with figures read bac
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -75,6 +76,9 @@ def test_the_catalog_sensor_observes_what_is_on_disk(lake: Lake) -> None:
     assert (orders["files"].value, orders["bytes"].value) == (files, size) == (4, size)
     assert orders["latest_landing_date"].value == DAY3
     assert orders["latest_date_files"].value == 1
+    day3 = Path(lake.landing_uri("orders"), DAY3, "orders.csv").stat()
+    arrived = datetime.fromtimestamp(day3.st_mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"| {DAY3} | 1 | {day3.st_size} | {arrived} UTC |" in orders["recent_dates"].value
     # nothing changed: nothing observed again
     second = tick(first.cursor)
     assert second.asset_events == []
