@@ -321,14 +321,17 @@ def serve(
 ) -> Served:
     """Build every role's file behind the PII gate and, given a DSN, serve PostgreSQL.
 
-    The gate samples clear values from bronze's PII columns and looks for them in gold and in
-    each new file of a role that may not read clear PII: such a file is not published, and
+    The gate samples clear values from bronze's PII columns and looks for them in gold (its
+    Delta tables and the warehouse file) and in each new file of a role that may not read clear
+    PII: such a file is not published, and
     gold holding one is not loaded into PostgreSQL.
     """
     tables = served_tables(lake, policy, contracts)
     sample = sample_clear_values(lake, contracts)
     gold = [(t.qualified, t.uri) for t in tables if t.schema != "silver"]
     gold_findings = scan_delta_tables(lake, gold, sample)
+    if Path(lake.warehouse_path).exists():  # dbt's copy of gold (serve runs in its pool)
+        gold_findings += scan_duckdb_file(lake.warehouse_path, sample, label="warehouse")
 
     def audit(role: Role, path: Path) -> list[Finding]:
         if role.clear_pii:

@@ -74,6 +74,8 @@ def with_pii_tags(props: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict
 
 def build_serve_assets(gold_keys: Sequence[dg.AssetKey], policy: Policy | None = None):
     """The `serve/<role>` assets of the policy, downstream of `gold_keys`."""
+    from lakehouse.defs.gold import WAREHOUSE_POOL  # defs.gold reads this module's tags
+
     policy = policy or load_policy()
     postgres = bool(os.environ.get(POSTGRES_ENV))
     specs = [
@@ -99,7 +101,8 @@ def build_serve_assets(gold_keys: Sequence[dg.AssetKey], policy: Policy | None =
         for role in policy.roles.values()
     ]
 
-    @dg.multi_asset(name="serve_roles", specs=specs, check_specs=checks)
+    # the gate reads the warehouse file: after gold's writers, never beside them
+    @dg.multi_asset(name="serve_roles", specs=specs, check_specs=checks, pool=WAREHOUSE_POOL)
     def serve_roles(context: dg.AssetExecutionContext, lake: LakeResource):
         served = serve(
             lake.lake(),

@@ -115,6 +115,16 @@ def test_the_gate_passes_on_clean_gold_and_fails_on_a_clear_value(tmp_path: Path
     for finding in caught.findings:
         assert "Ormsby" not in str(finding)
 
+    # dbt's warehouse file is gold too
+    with duckdb.connect(lake.warehouse_path) as con:
+        con.execute("create schema gold")
+        con.execute("create table gold.notes (who varchar)")
+        con.execute("insert into gold.notes values ('p.ormsby011@example.net')")
+    warehouse = serve(lake, policy, contracts).gold_findings
+    assert "warehouse: gold.notes.who: 1 row(s) hold clear values of customers.email" in [
+        str(f) for f in warehouse
+    ]
+
 
 def test_a_clear_value_in_any_table_of_a_duckdb_file_is_found(tmp_path: Path) -> None:
     lake, contracts = lake_with_clean_gold(tmp_path)
