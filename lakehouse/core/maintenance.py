@@ -109,17 +109,56 @@ def delete_partitions(
     return int(result.get("num_deleted_rows") or 0)
 
 
-@delta.retry_conflicts
-def compact(lake: Lake, uri: str, **metadata: Any) -> int:
+def compact(lake: Lake, uri: str, *, claim_partitions: str | None = None, **metadata: Any) -> int:
     """Bin-pack each partition's small data files into few; returns the files it removed.
 
     Data does not change (readers following the table ignore the commit). A concurrent writer
-    that replaces the same partitions makes the commit conflict; it is then rerun.
+    that read or replaced the same files conflicts with it, and whichever commits second reruns
+    (`delta.retry_conflicts`). A writer that commits removals on its own snapshot without a read
+    predicate (bronze, `delta.commit_files`) would not see the conflict and would keep the rows
+    of the files compaction rewrote twice: such a writer claims each partition it replaces as
+    an application transaction (`bronze/<landing date>`), and `claim_partitions` (its partition
+    column) makes compaction claim each partition it rewrites the same way, one commit each.
     """
     table = _table(lake, uri)
     if table is None:
         return 0
-    metrics = table.optimize.compact(commit_properties=delta.commit_properties(**metadata))
+    if claim_partitions is None:
+        return _compact(lake, uri, None, [], metadata)
+    layer = uri.rstrip("/").split("/")[-2]
+    counts = pl.DataFrame(table.get_add_actions(flatten=True))
+    key = f"partition.{claim_partitions}"
+    if counts.is_empty() or key not in counts.columns:
+        return 0
+    crowded = (
+        counts.group_by(pl.col(key).cast(pl.String).alias("value"))
+        .len()
+        .filter(pl.col("len") > 1, pl.col("value").is_not_null())
+        .get_column("value")
+        .sort()
+        .to_list()
+    )
+    return sum(
+        _compact(lake, uri, [(claim_partitions, "=", v)], [f"{layer}/{v}"], metadata)
+        for v in crowded
+    )
+
+
+@delta.retry_conflicts
+def _compact(
+    lake: Lake,
+    uri: str,
+    partition: list[tuple[str, str, str]] | None,
+    claims: list[str],
+    metadata: dict[str, Any],
+) -> int:
+    table = _table(lake, uri)
+    if table is None:
+        return 0
+    metrics = table.optimize.compact(
+        partition_filters=partition,  # type: ignore[arg-type]
+        commit_properties=delta.commit_properties(claims, **metadata),
+    )
     return int(metrics.get("numFilesRemoved") or 0)
 
 
@@ -325,6 +364,7 @@ def maintain_table(
     report = TablePass(f"{layer}/{name}")
     if _table(lake, uri) is None:
         report.notes.append("no table yet")
+        progress(f"{report.table}: no table yet")
         return report
     report.files_before = _data_files(lake, uri)
     report.live_before = len(live_files(lake, uri))
@@ -348,7 +388,9 @@ def maintain_table(
             metadata[CHANGES_KEY] = json.dumps(changes, sort_keys=True)
         delete_partitions(lake, uri, column, expired, **metadata)
     progress(f"{report.table}: compacting small files")
-    report.compacted = compact(lake, uri, step="compact", run_id=run_id)
+    # Bronze's loads claim their landing dates (see `compact`).
+    claim = retention.partition_column(layer) if layer == "bronze" else None
+    report.compacted = compact(lake, uri, claim_partitions=claim, step="compact", run_id=run_id)
     checkpoint(lake, uri)
     progress(f"{report.table}: vacuum at {history_hours:g} h")
     present = _data_files(lake, uri)
