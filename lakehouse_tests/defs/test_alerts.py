@@ -3,6 +3,11 @@ incidents read from a real instance's run storage (SQLite, as the embedded defau
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import dagster as dg
 from lakehouse.core import alerts
 from lakehouse.core.contract import load_contracts, parse_contract
 from lakehouse.defs.alerts import freshness_policy, run_alerts
+from lakehouse.defs.recovery import recover_dead_runs
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sources import silver_asset
 
@@ -108,3 +114,58 @@ def test_the_sensor_writes_and_delivers_nothing_on_a_quiet_lake(tmp_path: Path) 
         )
         result = sensor(context)
     assert "0 alert row(s) written" in result.skip_message
+
+
+KILLED_RUN = """
+import time
+import dagster as dg
+
+@dg.op
+def slow_step() -> None:
+    time.sleep(600)
+
+@dg.job
+def killed() -> None:
+    slow_step()
+
+killed.execute_in_process(instance=dg.DagsterInstance.get())
+"""
+
+
+def test_a_killed_run_is_stuck_then_failed_once_recovered(tmp_path: Path) -> None:
+    """A run whose process dies by SIGKILL mid-step stays STARTED: `run_stuck` names the dead
+    process at once (not after LAKEHOUSE_RUN_STUCK_AFTER); once recovery marks it failed it is
+    `run_failed`, and the stuck incident is no longer firing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN], env=env)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                steps = [
+                    r
+                    for r in instance.get_run_records()
+                    for _ in instance.all_logs(
+                        r.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START
+                    )
+                ]
+                if steps:
+                    break
+                time.sleep(0.5)
+            assert steps, "the run never reached its step"
+            run_id = steps[0].dagster_run.run_id
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+            firing, _ = run_alerts(instance, stuck_after=timedelta(hours=2))
+            assert [(a.kind, a.run_id) for a in firing] == [("run_stuck", run_id)]
+            assert f"(pid {proc.pid}) is gone" in firing[0].message
+            assert recover_dead_runs(instance) == [run_id]
+            firing, _ = run_alerts(instance, stuck_after=timedelta(hours=2))
+            assert [(a.kind, a.run_id) for a in firing] == [("run_failed", run_id)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
