@@ -224,3 +224,39 @@ def test_stream_bronze_compacted_beside_its_writer_keeps_every_landed_row(tmp_pa
         landed.select("id", "amount").rows()
     )
     assert final.live_after == 1 and final.files_after == 1  # one partition, one file
+
+
+@pytest.mark.s3
+def test_primitives_on_s3_leave_only_live_files_and_no_old_version(tmp_path):
+    from lakehouse_tests.servers import seaweedfs
+
+    with seaweedfs(tmp_path / "s3") as server:
+        env = server.env()
+        lake = Lake(
+            f"s3://{server.bucket}/m",
+            storage_options={
+                "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+                "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+                "aws_endpoint_url": env["AWS_ENDPOINT_URL"],
+                "aws_allow_http": "true",
+                "aws_region": env["AWS_REGION"],
+            },
+            warehouse_path=str(tmp_path / "w.duckdb"),
+        )
+        uri = lake.table_uri("silver", "people")
+        for day, email in [("2024-01-01", "a@example.com"), ("2024-01-02", SECRET)] * 2:
+            delta.append(
+                lake, uri, pl.DataFrame({"d": [day], "email": [email]}), partition_by=["d"]
+            )
+        assert maintenance.tables_in(lake, "silver") == ["people"]
+        assert maintenance.partition_rows(lake, uri, "d") == {"2024-01-01": 2, "2024-01-02": 2}
+        assert maintenance.delete_partitions(lake, uri, "d", ["2024-01-02"], step="t") == 2
+        assert maintenance.compact(lake, uri, claim_partitions="d", step="t") == 2
+        maintenance.vacuum(lake, uri, retention_hours=0, writers_held=True)
+        assert maintenance.expire_log(lake, uri, retention_hours=0, writers_held=True) > 0
+        data = [p for p in maintenance.delta_files(lake, uri) if not p.startswith("_delta_log")]
+        assert data == maintenance.live_files(lake, uri) and len(data) == 1
+        rows = pl.read_delta(uri, storage_options=lake.storage_options)
+        assert rows.get_column("email").to_list() == ["a@example.com"] * 2
+        with pytest.raises(Exception):  # noqa: B017 - the old version's log is gone
+            DeltaTable(uri, version=1, storage_options=lake.storage_options).to_pyarrow_table()
