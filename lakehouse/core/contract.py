@@ -372,7 +372,9 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         event_time=event_time,
         ordering=ordering,
         schema_drift=drift,
-        checks=reader.batch_checks(raw.get("checks") or {}),
+        checks=reader.batch_checks(
+            raw.get("checks") or {}, {n for c in columns for n in (c.name, c.silver_name)}
+        ),
         freshness_fail_after=reader.duration(freshness, "fail_after", "freshness.fail_after"),
         freshness_warn_after=reader.duration(freshness, "warn_after", "freshness.warn_after"),
         retention_days=retention_days,
@@ -590,7 +592,7 @@ class _Reader:
             raise self.fail(field_name, 'must be a list of strings, e.g. ["NA", "N/A"]')
         return tuple(dict.fromkeys((*base, *value)))
 
-    def batch_checks(self, raw: Mapping[str, Any]) -> BatchChecks:
+    def batch_checks(self, raw: Mapping[str, Any], columns: set[str] | None = None) -> BatchChecks:
         self.unknown(
             raw, "checks.", {"max_quarantine_ratio", "volume", "files_rejected", "anomalies"}
         )
@@ -608,10 +610,10 @@ class _Reader:
             volume_max_ratio=volume.get("max_ratio"),
             volume_window=int(volume.get("window", 7)),
             files_rejected=rejected,
-            anomalies=self.anomalies(raw.get("anomalies")),
+            anomalies=self.anomalies(raw.get("anomalies"), columns),
         )
 
-    def anomalies(self, raw: Any) -> Anomalies | None:
+    def anomalies(self, raw: Any, known: set[str] | None = None) -> Anomalies | None:
         """`checks.anomalies`: `warn`, `block`, or a mapping of `Anomalies` fields."""
         if raw is None or raw is False:
             return None
@@ -640,4 +642,9 @@ class _Reader:
         columns = raw.get("columns") or []
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise self.fail("checks.anomalies.columns", "must be a list of column names")
+        unknown = [c for c in columns if known is not None and c not in known]
+        if unknown:
+            raise self.fail(
+                "checks.anomalies.columns", f"`{unknown[0]}` is not a column of the contract"
+            )
         return Anomalies(on_fail, weeks, min_weeks, float(max_z), tuple(columns))

@@ -145,6 +145,7 @@ def test_the_contract_block_is_validated() -> None:
         ({"weeks": 2, "min_weeks": 3}, "checks.anomalies.min_weeks"),
         ({"max_z": -1}, "checks.anomalies.max_z"),
         ({"window": 3}, "checks.anomalies.window"),
+        ({"columns": ["amuont"]}, "checks.anomalies.columns"),
     ):
         with pytest.raises(ContractError, match=field.replace(".", r"\.")):
             parse(value)
