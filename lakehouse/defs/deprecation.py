@@ -5,13 +5,15 @@ Deprecations come from two places (`lakehouse.core.deprecation`): a contract's `
 (its silver table, `silver/<source>`) and a dbt model's `meta.deprecated` (`gold/<model>`).
 """
 
+import functools
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
-from lakehouse.core.contract import Contract, load_contracts
+from lakehouse.core.contract import load_contracts
 from lakehouse.core.deprecation import (
     TAG,
     DeprecatedTable,
@@ -20,7 +22,7 @@ from lakehouse.core.deprecation import (
     parse_deprecation,
     upstream_deprecations,
 )
-from lakehouse.core.gold import ensure_manifest
+from lakehouse.core.gold import MANIFEST, ensure_manifest
 
 DBT_READERS = ("model", "snapshot")
 
@@ -57,9 +59,18 @@ def _dbt_key(node: Mapping[str, Any]) -> str:
     return "/".join(asset_key) if asset_key else f"gold/{node['name']}"
 
 
-def deprecations(contracts: list[Contract] | None = None) -> dict[str, Deprecation]:
-    """Asset key (`silver/orders`, `gold/fct_orders`) -> its deprecation, over contracts and dbt."""
-    out = {f"silver/{c.name}": c.deprecated for c in contracts or load_contracts() if c.deprecated}
+def deprecations() -> dict[str, Deprecation]:
+    """Asset key (`silver/orders`, `gold/fct_orders`) -> its deprecation, over contracts and dbt.
+
+    Read once per contracts directory and manifest version (every step of a run asks).
+    """
+    manifest = MANIFEST if MANIFEST.exists() else ensure_manifest()
+    return dict(_deprecations(os.environ.get("LAKEHOUSE_CONTRACTS", ""), manifest.stat().st_mtime))
+
+
+@functools.cache
+def _deprecations(contracts_dir: str, manifest_mtime: float) -> dict[str, Deprecation]:
+    out = {f"silver/{c.name}": c.deprecated for c in load_contracts() if c.deprecated}
     for node in _manifest().get("nodes", {}).values():
         if node.get("resource_type") in DBT_READERS:
             deprecation = dbt_deprecation(node)
