@@ -5,6 +5,7 @@ lakehouse seed --redeliver DATE | --late DATE  a corrected day, or late orders o
 lakehouse materialize                        bronze + silver for every landed date, then gold
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
+lakehouse serve [--postgres DSN] [--role R]  rebuild the per-role DuckDB files (and PostgreSQL) from gold
 lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
 lakehouse metrics list | query M1,M2 [--by store] [--grain week]   metrics without SQL
 lakehouse extract SOURCE                     land new rows of a database source as a Parquet file
@@ -94,6 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
+    serve_p = sub.add_parser(
+        "serve", help="serve gold per role (lakehouse/policies.yaml): DuckDB files, PostgreSQL"
+    )
+    serve_p.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="also load PostgreSQL with roles, grants, RLS and masking views "
+        "(default: $LAKEHOUSE_SERVE_POSTGRES)",
+    )
+    serve_p.add_argument(
+        "--role", action="append", help="rebuild only this role's file (repeatable)"
+    )
     extract_p = sub.add_parser(
         "extract", help="land SOURCE's new rows (a contract with a `source:` block) as Parquet"
     )
@@ -179,11 +192,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _draft(lake, args.source, args.primary_key, args.out)
         if args.command == "metrics":
             return _metrics(lake, args)
+        if args.command == "serve":
+            return _serve(lake, args.postgres, args.role)
         print(summary_table(lake))
         return 0
     except LakehouseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _serve(lake: Lake, dsn: str | None, roles: Sequence[str] | None) -> int:
+    from lakehouse.core.policies import load_policy
+    from lakehouse.core.serve import POSTGRES_ENV, serve
+
+    served = serve(
+        lake,
+        load_policy(),
+        load_contracts(),
+        postgres_dsn=dsn or os.environ.get(POSTGRES_ENV) or None,
+        roles=roles,
+    )
+    for store in served.stores:
+        state = (
+            "NOT published (clear PII found)"
+            if not store.published
+            else "written"
+            if store.written
+            else "unchanged"
+        )
+        tables = ", ".join(f"{t} {n}" for t, n in store.tables.items())
+        print(f"{store.role:<12} {store.path}: {state}; {tables}")
+    if served.postgres is not None:
+        for f in served.postgres.loads:
+            print(f"postgres     {f.table}: {f.rows} rows in {f.seconds:.2f}s")
+        print(f"postgres     roles {', '.join(served.postgres.roles)}: grants, RLS, views")
+    for finding in served.findings:
+        print(f"PII gate: {finding}", file=sys.stderr)
+    for origin, columns in served.sample.published_in_clear.items():
+        print(
+            f"note: values of PII column {origin} are published in clear by "
+            f"{', '.join(columns)}: classify that column"
+        )
+    return 1 if served.findings else 0
 
 
 def _date_arg(text: str) -> date:
@@ -357,6 +407,9 @@ def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
     )
     started = time.monotonic()
     results = materialize_landed(defs, lake, instance=instance, dates=dates, reprocess=sources)
+    from lakehouse.defs.serve import serve_after_gold
+
+    results += serve_after_gold(defs, lake, results, instance=instance)
     elapsed = time.monotonic() - started
     print(summary_table(lake))
     print(checks_table(results))

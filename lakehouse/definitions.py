@@ -19,6 +19,7 @@ from lakehouse.defs.extract import extract_assets, extract_schedules
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
+from lakehouse.defs.serve import build_serve_assets, build_serve_sensor
 from lakehouse.defs.sources import bronze_asset, landing_spec, silver_asset
 
 # Single-run backfill policies are "beta" in Dagster 1.13; the platform depends on them knowingly.
@@ -30,6 +31,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions() -> dg.Definitions:
     contracts = load_contracts()
     lake = Lake.from_env()
+    serve_roles = build_serve_assets([*gold_marts.keys, *gold_daily_marts.keys, *gold_metrics.keys])
     return dg.Definitions(
         assets=[
             *(landing_spec(c, lake) for c in contracts if c.source is None),
@@ -39,6 +41,7 @@ def build_definitions() -> dg.Definitions:
             gold_daily_marts,
             gold_marts,
             gold_metrics,
+            serve_roles,
             *catalog_specs(contracts, lake),
         ],
         sensors=[
@@ -47,6 +50,7 @@ def build_definitions() -> dg.Definitions:
             automation_sensor,
             build_alerts_sensor(contracts),
             build_catalog_sensor(contracts),
+            build_serve_sensor(sorted(serve_roles.keys, key=lambda k: k.to_user_string())),
         ],
         schedules=extract_schedules(contracts),
         # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up

@@ -12,7 +12,7 @@ import dagster as dg
 from lakehouse.core import delta, system
 from lakehouse.core.bronze import LINEAGE_COLUMNS, BronzeResult, load_bronze
 from lakehouse.core.checks import PartitionAudit, blocking_checks, silver_checks
-from lakehouse.core.contract import Contract
+from lakehouse.core.contract import Column, Contract
 from lakehouse.core.drift import RESCUED
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import EVENT_DATE
@@ -91,13 +91,19 @@ def _table_metadata(lake: Lake, uri: str) -> dict:
 
 def _bronze_schema(contract: Contract) -> dg.TableSchema:
     columns = [
-        dg.TableColumn(c.name, "string", description=c.description) for c in contract.columns
+        dg.TableColumn(c.name, "string", description=c.description, tags=_pii_tags(c))
+        for c in contract.columns
     ]
     columns += [
         dg.TableColumn(c, "string" if c != "_row_number" else "int64", description="lineage")
         for c in LINEAGE_COLUMNS
     ]
     return dg.TableSchema(columns=columns)
+
+
+def _pii_tags(column: Column) -> dict[str, str]:
+    """The column's PII class as a column tag (`pii: email`), shown in the catalog."""
+    return {"pii": column.pii} if column.is_pii else {}
 
 
 def _silver_schema(contract: Contract) -> dg.TableSchema:
@@ -109,6 +115,7 @@ def _silver_schema(contract: Contract) -> dg.TableSchema:
             constraints=dg.TableColumnConstraints(
                 nullable=c.nullable, unique=contract.primary_key == (c.silver_name,)
             ),
+            tags=_pii_tags(c),
         )
         for c in contract.columns
     ]
