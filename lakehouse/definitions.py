@@ -17,6 +17,7 @@ from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.catalog import build_catalog_sensor, catalog_specs
 from lakehouse.defs.extract import extract_assets, extract_schedules
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts, gold_metrics
+from lakehouse.defs.lineage import lineage_sensor
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
 from lakehouse.defs.serve import build_serve_assets, build_serve_sensor
@@ -50,6 +51,7 @@ def build_definitions() -> dg.Definitions:
             automation_sensor,
             build_alerts_sensor(contracts),
             build_catalog_sensor(contracts),
+            lineage_sensor,
             build_serve_sensor(sorted(serve_roles.keys, key=lambda k: k.to_user_string())),
         ],
         schedules=extract_schedules(contracts),
