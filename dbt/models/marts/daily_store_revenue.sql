@@ -1,14 +1,5 @@
-{#- Daily: a run rebuilds exactly the order dates silver changed (LAKEHOUSE_EVENT_DATES). The
-    pre-hook empties those dates first, so a date whose every order was retracted leaves the mart. -#}
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='order_date',
-        tags=['daily'],
-        pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ event_dates_filter('order_date') }}{% endif %}",
-    )
-}}
+{#- Daily (`daily_incremental`): a run rebuilds exactly the order dates silver changed. -#}
+{{ daily_incremental('order_date') }}
 
 with
 

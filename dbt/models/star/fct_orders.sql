@@ -1,16 +1,9 @@
-{#- Daily: a run rebuilds exactly the order dates silver changed (LAKEHOUSE_EVENT_DATES). The
-    pre-hook empties those dates first, so a date whose every order was retracted leaves the fact.
+{#- Daily (`daily_incremental`): a run rebuilds exactly the order dates silver changed.
     `customer_sk` is the customer's version at order time (the first version also covers orders
     placed before it was delivered). -#}
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='order_date',
-        tags=['daily'],
-        pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ event_dates_filter('order_date') }}{% endif %}",
-    )
-}}
+{{ daily_incremental('order_date') }}
+{#- Its tests read these dimensions: built before the fact in a run that rebuilds them. -#}
+-- depends_on: {{ ref('dim_stores') }}, {{ ref('dim_dates') }}
 
 with
 
