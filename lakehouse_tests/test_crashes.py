@@ -64,7 +64,7 @@ class KillPoint:
         return self.name
 
 
-# In the order a run passes them (the partitioned chain run, then the gold runs). Bronze and silver
+# In the order a run passes them (the partitioned chain run, then the gold run). Bronze and silver
 # log each table before they write it: a kill at the line lands mid-write. Patterns match only
 # lines of real work (a rerun over unchanged files logs `... unchanged since their last load`).
 BRONZE_FIRST = KillPoint(

@@ -21,6 +21,8 @@ from lakehouse.core.lake import PROJECT_DIR, Lake
 DBT_DIR = PROJECT_DIR / "dbt"
 MANIFEST = DBT_DIR / "target" / "manifest.json"
 """`dbt parse`'s output: the manifest the code location loads, beside `semantic_manifest.json`."""
+MANIFEST_STAMP = MANIFEST.with_name("manifest.stamp")
+"""The newest project file mtime the last parse read."""
 DATE_COLUMN = "order_date"
 """The date column of daily partitioned marts: a partition run publishes only its dates."""
 
@@ -32,12 +34,17 @@ def dbt_executable() -> str:
 
 
 def ensure_manifest() -> Path:
-    """Parse the dbt project if its manifest is missing or older than any project file."""
+    """Parse the dbt project if its manifest is missing or older than any project file.
+
+    "Older" is by the project files the parse read (their newest mtime when it started, kept in
+    `manifest.stamp`), not by when it wrote the manifest: a parse that read a file just before
+    it was edited is stale.
+    """
     sources = [
         p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
     ]
     newest = max(p.stat().st_mtime for p in sources)
-    if not MANIFEST.exists() or MANIFEST.stat().st_mtime < newest:
+    if not MANIFEST.exists() or _stamp() < newest:
         subprocess.run(
             [
                 dbt_executable(),
@@ -51,7 +58,15 @@ def ensure_manifest() -> Path:
             check=True,
             cwd=DBT_DIR,
         )
+        MANIFEST_STAMP.write_text(repr(newest))
     return MANIFEST
+
+
+def _stamp() -> float:
+    try:
+        return float(MANIFEST_STAMP.read_text())
+    except (OSError, ValueError):
+        return 0.0
 
 
 def publish_marts(

@@ -13,8 +13,10 @@ Users name dimensions by their short names (`store`, `product_type`, `customer_c
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -166,6 +168,13 @@ class SemanticLayer:
         """
         started = time.monotonic()
         sql = self.sql(metrics, by=by, grain=grain, since=since, until=until)
+        frame = self._rows(sql, metrics, by, grain)
+        return MetricResult(frame, sql, time.monotonic() - started)
+
+    def _rows(
+        self, sql: str, metrics: Sequence[str], by: Sequence[str], grain: str
+    ) -> pl.DataFrame:
+        """Run MetricFlow's `sql` read-only on the warehouse; columns named as users name them."""
         if not Path(self.warehouse).exists():
             msg = f"no warehouse at `{self.warehouse}`: materialize gold first"
             raise MetricsError(msg)
@@ -182,8 +191,24 @@ class SemanticLayer:
         whole = [c for c, t in frame.schema.items() if isinstance(t, pl.Decimal) and t.scale == 0]
         frame = frame.with_columns(pl.col(grain).cast(pl.Date), pl.col(whole).cast(pl.Int64))
         order = [grain, *by, *metrics]
-        frame = frame.select(order).sort([grain, *by], nulls_last=True)
-        return MetricResult(frame, sql, time.monotonic() - started)
+        return frame.select(order).sort([grain, *by], nulls_last=True)
+
+    def headline_queries(self) -> dict[str, tuple[list[str], str]]:
+        """Each headline metric -> (its `by`, the SQL of it per day): rendered once per semantic
+        manifest and kept beside it, so publishing the metrics needs no MetricFlow planning."""
+        digest = hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()
+        cache = self.manifest_path.with_name(f"headline_sql.{digest[:16]}.json")
+        if cache.exists():
+            return {k: (v[0], v[1]) for k, v in json.loads(cache.read_text()).items()}
+        known = {m.name: m for m in self.metrics()}
+        queries = {}
+        for name in HEADLINE:
+            by = ["store"] if "store" in known[name].dimensions else []
+            queries[name] = (by, self.sql([name], by=by, grain="day"))
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(queries))
+        os.replace(partial, cache)  # atomic: a concurrent reader sees all of it or nothing
+        return queries
 
     def sql(
         self,
@@ -245,14 +270,13 @@ class SemanticLayer:
 
 def publish_headline(layer: SemanticLayer, lake: Lake, *, run_id: str) -> dict[str, dict[str, Any]]:
     """Each headline metric per day (and per store where it has one) as the Delta table
-    `<root>/lake/gold/metrics/<metric>`, for dashboards that read tables; returns its metadata."""
+    `<root>/lake/gold/metrics/<metric>`, for dashboards that read tables; returns its metadata.
+    A table that already holds the rows gets no new version."""
     from lakehouse.core.gold import publish_table
 
-    known = {m.name: m for m in layer.metrics()}
     published = {}
-    for name in HEADLINE:
-        by = ["store"] if "store" in known[name].dimensions else []
-        frame = layer.query([name], by=by, grain="day").frame
+    for name, (by, sql) in layer.headline_queries().items():
+        frame = layer._rows(sql, [name], by, "day")
         published[name] = publish_table(lake, f"metrics/{name}", frame.to_arrow(), run_id=run_id)
     return published
 

@@ -1,0 +1,218 @@
+"""dbt runs inside this process, on a manifest parsed once per process and lake.
+
+Starting dbt as a subprocess costs seconds before it does any work (Python and dbt imports, the
+adapter, `dbt --version`, a parse); a one-day gold change is milliseconds of SQL. Here dbt runs
+through `dbtRunner`: the project is parsed once per process and warehouse (partial parse keeps
+that cheap across processes: each lake has its own dbt target folder, beside its warehouse) and
+every build reuses a copy of the parsed manifest.
+
+dbt-duckdb keeps one DuckDB connection per process for the warehouse, and its `silver` plugin
+reads the lake and the event dates from the environment when the adapter starts. After every
+invocation the connection is closed (the warehouse file is free for readers and the next writer)
+and the environment restored, so one lake's settings never leak into the next build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
+from lakehouse.core.gold import DBT_DIR
+from lakehouse.core.lake import Lake
+
+_LOCK = threading.Lock()
+"""dbt keeps global state (flags, adapters): one invocation at a time per process."""
+_MANIFESTS: dict[tuple[str, float], Any] = {}
+"""(warehouse catalog name, newest project file mtime) -> the parsed manifest. The manifest
+names relations by the warehouse's catalog (its file name without `.duckdb`), not its path:
+one parse serves every lake of this process whose warehouse file has that name."""
+
+
+class DbtBuildError(RuntimeError):
+    """dbt could not run at all (a parse or adapter error), not a failed model or test."""
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One node dbt ran: a model, snapshot or test."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    status: str
+    """dbt's status: `success`, `error`, `skipped` (models); `pass`, `warn`, `fail` (tests)."""
+    message: str
+    failures: int | None
+    seconds: float
+    attached_to: str | None
+    """For a test: the unique id of the model or snapshot it tests."""
+
+
+@dataclass
+class BuildResult:
+    command: list[str]
+    success: bool
+    results: list[NodeResult] = field(default_factory=list)
+    seconds: float = 0.0
+    parse_seconds: float = 0.0
+
+
+def target_dir(lake: Lake) -> Path:
+    """dbt's target folder for `lake`: beside its warehouse, so partial parse stays warm per lake
+    and builds of different lakes never share artifacts."""
+    return Path(lake.warehouse_path).parent / "dbt_target"
+
+
+def dbt_env(lake: Lake, dates: Sequence[str] | None = None) -> dict[str, str]:
+    """The environment that points dbt's profile and the silver plugin at `lake` (and dates)."""
+    return {
+        **lake.env(),
+        EVENT_DATES_ENV: ",".join(sorted(dates)) if dates else "",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+@contextmanager
+def environ_for_call(env: Mapping[str, str]) -> Iterator[None]:
+    """Set `env` for one call and restore the process environment after it."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _project_mtime() -> float:
+    files = [
+        p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
+    ]
+    return max(p.stat().st_mtime for p in files)
+
+
+def _base_args(target: Path) -> list[str]:
+    return [
+        "--quiet",
+        "--no-use-colors",
+        "--project-dir",
+        str(DBT_DIR),
+        "--profiles-dir",
+        str(DBT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target),
+    ]
+
+
+def _close_warehouse() -> None:
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    DuckDBConnectionManager.close_all_connections()
+
+
+def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
+    """The project's manifest for this warehouse (parsed now if the project changed)."""
+    from dbt.cli.main import dbtRunner
+
+    key = (Path(lake.warehouse_path).stem, _project_mtime())
+    if key in _MANIFESTS:
+        return _MANIFESTS[key], 0.0
+    started = time.monotonic()
+    target.mkdir(parents=True, exist_ok=True)
+    done = dbtRunner().invoke(["parse", *_base_args(target)])
+    _close_warehouse()
+    if not done.success or done.result is None:
+        msg = f"dbt parse failed: {done.exception}"
+        raise DbtBuildError(msg)
+    _MANIFESTS.clear()
+    _MANIFESTS[key] = done.result
+    return done.result, time.monotonic() - started
+
+
+def invoke(
+    lake: Lake,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    *,
+    dates: Sequence[str] | None = None,
+) -> BuildResult:
+    """Run `dbt <command...> <args>` on `lake` (silver restricted to `dates` when given).
+
+    Raises:
+        DbtBuildError: dbt did not run (a parse or adapter error); failed nodes are results.
+    """
+    from dbt.cli.main import dbtRunner
+
+    target = target_dir(lake)
+    Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, environ_for_call(dbt_env(lake, dates)):
+        manifest, parse_seconds = _manifest(lake, target)
+        full = [*command, *_base_args(target), *args]
+        started = time.monotonic()
+        try:
+            # a build compiles nodes in place (ephemeral CTEs injected): each gets its own copy
+            done = dbtRunner(manifest=manifest.deepcopy()).invoke(full)
+        finally:
+            _close_warehouse()
+        seconds = time.monotonic() - started
+    if done.exception is not None and done.result is None:
+        msg = f"dbt {' '.join(command)} failed: {done.exception}"
+        raise DbtBuildError(msg)
+    results = [_node_result(r) for r in getattr(done.result, "results", None) or []]
+    results = [r for r in results if r is not None]
+    return BuildResult(["dbt", *full], bool(done.success), results, seconds, parse_seconds)
+
+
+def _node_result(result: Any) -> NodeResult | None:
+    node = getattr(result, "node", None)
+    if node is None:  # `docs generate` returns a catalog, not node results
+        return None
+    return NodeResult(
+        unique_id=node.unique_id,
+        resource_type=str(node.resource_type),
+        name=node.name,
+        status=str(result.status),
+        message=str(result.message or ""),
+        failures=result.failures,
+        seconds=float(result.execution_time or 0.0),
+        attached_to=getattr(node, "attached_node", None),
+    )
+
+
+def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
+    """`dbt docs generate --static` into the lake's dbt target folder when the project changed
+    since the docs were last generated, none exist, or a model of `built` (names) is not in the
+    catalog yet (its first build); returns the page written, else None.
+
+    The page (`static_index.html`, one file with the manifest and catalog inside) opens in a
+    browser offline; `catalog.json` and `manifest.json` sit beside it. Descriptions, columns and
+    lineage change with the project, not with each day's data: a daily build costs no docs.
+    """
+    target = target_dir(lake)
+    page = target / "static_index.html"
+    if page.exists() and page.stat().st_mtime >= _project_mtime():
+        try:
+            nodes = json.loads((target / "catalog.json").read_text())["nodes"]
+        except (OSError, ValueError, KeyError):
+            nodes = {}
+        cataloged = {uid.split(".")[-1] for uid in nodes}
+        if set(built) <= cataloged:
+            return None
+    done = invoke(lake, ["docs", "generate"], ["--static"])
+    if not done.success or not page.exists():
+        msg = f"dbt docs generate failed; see {target / 'dbt.log'}"
+        raise DbtBuildError(msg)
+    return page
