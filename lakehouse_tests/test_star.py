@@ -4,6 +4,7 @@ and dim_customers keeps history (SCD2) when a new delivery changes a customer.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -96,6 +97,26 @@ def test_every_landed_order_and_item_is_in_its_fact_once(star_lake) -> None:
 
 
 def test_a_changed_customer_gets_a_second_version(star_lake) -> None:
+def test_the_build_writes_the_mart_catalog_offline(star_lake) -> None:
+    """`dbt docs generate` ran with the whole marts: the catalog has every star model's columns
+    as the warehouse holds them, the manifest their descriptions and lineage, in one page."""
+    lake, _, _, _ = star_lake
+    target = Path(lake.warehouse_path).parent / "dbt_target"
+    catalog = json.loads((target / "catalog.json").read_text())["nodes"]
+    manifest = json.loads((target / "manifest.json").read_text())["nodes"]
+    for table in STAR:
+        node = f"model.lakehouse.{table}"
+        in_warehouse = gold(lake, f"describe gold.{table}")["column_name"].to_list()
+        assert sorted(c.lower() for c in catalog[node]["columns"]) == sorted(in_warehouse)
+        assert manifest[node]["description"], f"{table} has no description"
+    assert (
+        "model.lakehouse.dim_customers"
+        in manifest["model.lakehouse.fct_orders"]["depends_on"]["nodes"]
+    )
+    page = (target / "static_index.html").read_text()
+    assert "fct_order_items" in page and "catalog" in page
+
+
     lake, seeded, instance, _ = star_lake
     customers = landed(lake.root, "customers")
     first_day = min(customers["landed"])
