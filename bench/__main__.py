@@ -8,7 +8,8 @@ Scenarios (default: all but sf10):
                Jaffle Shop gold), and the gold dbt time over a year of Jaffle Shop
   backfill     a 365-day backfill through Dagster as one run vs one run per day
   rerun        a no-op `lakehouse materialize` over a 365-day lake vs its first load
-  latency      file landing -> rows visible in silver, with dagster-daemon running
+  gold         one day's gold change through Dagster with 365 days held vs 1 (ratio <= 1.3x)
+  latency      file landing -> rows visible in silver, then in all of gold, with dagster-daemon
   bigfile      bronze over ONE ~2 GB CSV with one bad line: the careful parser's peak RSS
   stream       5,000 messages/s to nats-server through `lakehouse stream`: throughput, p95 latency
   sf10         throughput at scale factor 10 (writes bench/results/sf10.{json,md})
@@ -39,6 +40,7 @@ SCENARIOS = (
     "incremental",
     "backfill",
     "rerun",
+    "gold",
     "latency",
     "bigfile",
     "stream",
@@ -49,6 +51,7 @@ DEFAULT_SCENARIOS = (
     "incremental",
     "backfill",
     "rerun",
+    "gold",
     "latency",
     "bigfile",
     "stream",
@@ -274,6 +277,12 @@ def bigfile(args: argparse.Namespace) -> dict:
         msg = f"bronze holds {res['rows']} rows of the big file's {lines} lines"
         raise RuntimeError(msg)
     return {**res, "file_bytes": path.stat().st_size, "lines": lines}
+
+
+def gold(args: argparse.Namespace) -> dict:
+    from bench.gold import scenario
+
+    return scenario(quick=args.quick, log=say)
 
 
 def latency(args: argparse.Namespace) -> dict:

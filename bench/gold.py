@@ -1,0 +1,134 @@
+"""Gold: one day's change through Dagster when the lake holds 1 day vs 365 days of Jaffle Shop.
+
+Each history runs in its own process (`python -m bench.gold SPEC OUT`): bronze and silver load
+the history (untimed), the first gold run builds everything (untimed: it parses the dbt project),
+then the next day lands in bronze and silver and the clock runs over the one gold run its changes
+call for (`pending_gold_runs`, as `lakehouse materialize` and the gold sensor start it): the whole
+marts a changed source reaches, the daily marts over the changed dates, the headline metrics.
+Reported: the run's wall seconds, each step's seconds and dbt's own seconds inside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import data
+
+HISTORIES = (1, 365)
+QUICK_HISTORIES = (1, 30)
+DBT_FINISHED = re.compile(r"Finished dbt command: .* in ([0-9.]+) s")
+
+
+def scenario(*, quick: bool, log: Callable[[str], None]) -> dict:
+    histories = QUICK_HISTORIES if quick else HISTORIES
+    landing = data.jaffle_landing(400, log=log)
+    dates = data.landing_dates(landing, "orders")
+    out: dict = {"histories": list(histories), "days": {}}
+    for n in histories:
+        root = data.new_lake_root(f"gold-{n}", landing)
+        spec = {"root": str(root), "history": dates[:n], "new_day": dates[n]}
+        spec_path, result_path = root / "spec.json", root / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        log(f"gold: {n} day(s) held, then {dates[n]} ...")
+        with (root / "bench.log").open("w") as log_file:
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.gold", str(spec_path), str(result_path)],
+                env=_env(root),
+                cwd=data.BENCH_DIR.parent,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0 or not result_path.exists():
+            msg = f"gold bench with {n} day(s) held failed; see {root / 'bench.log'}"
+            raise RuntimeError(msg)
+        out["days"][n] = json.loads(result_path.read_text())
+        log(f"gold: {n} day(s) held: {json.dumps(out['days'][n])}")
+    first, last = histories[0], histories[-1]
+    out["ratio"] = out["days"][last]["seconds"] / out["days"][first]["seconds"]
+    log(f"gold: {last} vs {first} day(s) held: {out['ratio']:.2f}x (target <= 1.3x)")
+    return out
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "LAKEHOUSE_ROOT": str(root), "DAGSTER_HOME": str(root / "dagster")}
+    env.pop("LAKEHOUSE_CONTRACTS", None)
+    env.pop("LAKEHOUSE_WAREHOUSE", None)
+    (root / "dagster").mkdir(exist_ok=True)
+    return env
+
+
+def _gold_run(lake, instance) -> dict:
+    """Start the gold run silver's changes call for; its wall, step and dbt seconds."""
+    import dagster as dg
+
+    from lakehouse.definitions import defs
+    from lakehouse.defs.gold import pending_gold_runs
+    from lakehouse.defs.runs import QUIET
+
+    started = time.perf_counter()
+    [run] = pending_gold_runs(lake)
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    result = dg.materialize(
+        assets,
+        selection=run.keys,
+        resources=defs.resources,
+        instance=instance,
+        raise_on_error=False,
+        run_config=QUIET,
+        tags=run.tags,
+    )
+    seconds = time.perf_counter() - started
+    if not result.success:
+        msg = "gold run failed"
+        raise RuntimeError(msg)
+    steps: dict[str, list[float]] = {}
+    dbt = 0.0
+    for record in instance.all_logs(result.run_id):
+        event = record.dagster_event
+        if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+            steps.setdefault(event.step_key or "", []).append(record.timestamp)
+        found = DBT_FINISHED.search(record.user_message or "")
+        if found:
+            dbt += float(found.group(1))
+    return {
+        "seconds": seconds,
+        "steps": {k: round(v[-1] - v[0], 3) for k, v in steps.items()},
+        "dbt_seconds": round(dbt, 3),
+        "marts": len(run.keys),
+    }
+
+
+def child(spec_path: str, out_path: str) -> None:
+    import dagster as dg
+
+    from bench.stage import _referenced_first
+    from lakehouse.core.bronze import load_bronze
+    from lakehouse.core.contract import load_contracts
+    from lakehouse.core.lake import Lake
+    from lakehouse.core.silver import load_silver
+
+    spec = json.loads(Path(spec_path).read_text())
+    lake = Lake(spec["root"])
+    contracts = _referenced_first(load_contracts())
+    for contract in contracts:
+        load_bronze(lake, contract, spec["history"], run_id="history")
+        load_silver(lake, contract, spec["history"], run_id="history")
+    with dg.DagsterInstance.get() as instance:
+        first = _gold_run(lake, instance)
+        for contract in contracts:
+            load_bronze(lake, contract, [spec["new_day"]], run_id="new-day")
+            load_silver(lake, contract, [spec["new_day"]], run_id="new-day")
+        timed = _gold_run(lake, instance)
+    Path(out_path).write_text(json.dumps({**timed, "first_build_seconds": first["seconds"]}))
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], sys.argv[2])
