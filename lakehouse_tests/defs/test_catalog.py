@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -87,3 +88,26 @@ def test_the_catalog_sensor_observes_what_is_on_disk(lake: Lake) -> None:
     third = tick(second.cursor)
     assert [e.asset_key.to_user_string() for e in third.asset_events] == ["landing/items"]
     assert third.asset_events[0].metadata["files"].value == landing_figures(lake, "items")[0]
+
+
+def test_gold_shows_its_warehouse_types_and_real_storage(small_lake: SmallLake) -> None:
+    from lakehouse.definitions import defs
+
+    lake, instance = small_lake.lake, small_lake.instance
+    key = dg.AssetKey(["gold", "orders"])
+    static = defs.resolve_asset_graph().get(key).metadata
+    assert static["dagster/table_name"] == f"{Path(lake.warehouse_path).stem}.gold.orders"
+    assert not str(static["dagster/table_name"]).startswith("parse.")
+    record = instance.fetch_materializations(key, limit=1).records[0]
+    assert record.asset_materialization is not None
+    meta = record.asset_materialization.metadata
+    assert meta["dagster/uri"].value == lake.table_uri("gold", "orders")
+    delta = pl.read_delta(meta["dagster/uri"].value)
+    assert meta["dagster/row_count"].value == delta.height
+    with duckdb.connect(lake.warehouse_path, read_only=True) as con:
+        described = con.sql("describe gold.orders").fetchall()
+    columns = meta["dagster/column_schema"].value.columns
+    assert [(c.name, c.type) for c in columns] == [(n, t.lower()) for n, t, *_ in described]
+    assert [c.name for c in columns] == delta.columns
+    declared = {c.name: c.description for c in static["dagster/column_schema"].columns}
+    assert all(c.description == declared[c.name] for c in columns if c.name in declared)
