@@ -1,6 +1,8 @@
-"""Pseudonymisation of PII columns: a keyed hash (HMAC-SHA256), so joins still work.
+"""Pseudonymisation by keyed hash (HMAC-SHA256), and the safety of its key.
 
-The key comes from `LAKEHOUSE_PII_KEY`. The development default below is public, so pseudonyms
+Classified PII columns and subject identifiers reach silver as vault tokens (`core.vault`); the
+keyed hash serves values nobody has classified yet: those a contract with PII columns rescues
+into `_rescued`. The key comes from `LAKEHOUSE_PII_KEY`. The development default below is public, so pseudonyms
 made with it can be reversed by hashing candidate values: it serves local development only.
 Outside it (`LAKEHOUSE_ENV=production`, an S3 data root, or a shared Dagster instance), a source
 with PII columns refuses to load without a secret key of its own (`check_key`). An empty key is

@@ -1,0 +1,394 @@
+"""Erasure of a data subject (GDPR art. 17, CCPA): every row about them, in every layer, for good.
+
+A subject is a source whose contract declares `subject: <key column>` (`customers`); every
+column holding its identifier (`references: customers.id`, or `subject: customers`) finds its
+rows. `erase(lake, "customers", "<id>")`:
+
+1. finds the subject: the clear identifier in bronze and quarantine (restricted layers hold
+   values as landed), its token (`core.vault`) in silver, gold Delta tables and the warehouse;
+2. rewrites every data file holding one of those rows without it: one commit per table that
+   removes the old files and adds the rewritten ones. No delete predicate is written (Delta keeps
+   predicates in its log), and the new files' statistics hold only the remaining rows;
+3. makes the old bytes unrecoverable: a zero-retention vacuum of each touched table and the expiry
+   of its whole log before a fresh checkpoint (`core.maintenance`; the per-file statistics of the
+   removed files live in the old commits), so no version before the erasure can be read;
+4. deletes the subject's rows from the DuckDB warehouse (the dbt snapshot's history included) and
+   copies the warehouse to a new file (DuckDB keeps freed blocks), and removes the role stores
+   served from gold (`<serve>/*.duckdb`; rebuilt from gold on the next serve);
+5. deletes the subject's vault rows: its identifier's token, and the tokens of its other PII
+   values that no remaining silver row still uses;
+6. records the request in `_system/erasure_log` (request id, time, tables, rows, versions; never
+   a value or a token) and lists the landing files that still hold the subject: the landing zone
+   is the source systems' copy and is never modified.
+
+A subject found nowhere changes nothing (`Erasure.found` is false). Zero retention is safe only
+while nothing writes these tables: the caller holds the writers off (`writers_held=True`, see
+`core.maintenance`). Gold aggregates over the subject's rows (revenue per day) are recomputed
+by the next gold build: silver's erasure commits make gold rebuild whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+import duckdb
+import polars as pl
+from deltalake import DeltaTable
+from deltalake.transaction import RemoveAction
+
+from lakehouse.core import delta, maintenance, system, vault
+from lakehouse.core.contract import Column, Contract, load_contracts
+from lakehouse.core.errors import ConfigError
+from lakehouse.core.lake import Lake
+from lakehouse.core.landing import fetched, list_landing_files, s3_client, split_s3_uri
+from lakehouse.core.publish import CHANGES_KEY, WHOLE_TABLE
+from lakehouse.core.readers import RAW_LINE
+from lakehouse.core.serve import serve_dir
+
+Match = Callable[[pl.DataFrame], pl.Expr | None]
+"""Given a data file's rows, the expression true for the subject's rows (None: none can be)."""
+
+
+@dataclass
+class Erasure:
+    """What one erasure found and did."""
+
+    request_id: str
+    subject: str
+    rows: dict[str, int] = field(default_factory=dict)
+    """`layer/table` (or `warehouse:schema.table`, `vault`) -> rows deleted."""
+    versions: dict[str, int] = field(default_factory=dict)
+    """`layer/table` -> the version the erasure committed."""
+    landing_files: list[str] = field(default_factory=list)
+    """Landing files (relative paths) that still hold the subject's identifier."""
+    served_removed: list[str] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """Whether the lake held the subject (landing files alone do not count)."""
+        return bool(self.rows)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def subject_columns(contracts: Sequence[Contract], subject: str) -> list[tuple[Contract, Column]]:
+    """Every (contract, column) holding an identifier of `subject`."""
+    by_name = {c.name: c for c in contracts}
+    if subject not in by_name or by_name[subject].subject is None:
+        declared = sorted(c.name for c in contracts if c.subject)
+        msg = f"`{subject}` is not a declared subject; subjects: {', '.join(declared) or 'none'}"
+        raise ConfigError(msg)
+    return [(c, col) for c in contracts for col in c.columns if col.subject == subject]
+
+
+def erase(
+    lake: Lake,
+    subject: str,
+    identifier: str,
+    *,
+    writers_held: bool,
+    contracts: Sequence[Contract] | None = None,
+    request_id: str | None = None,
+) -> Erasure:
+    """Erase every row of the subject `subject:identifier` from the lake (see the module doc)."""
+    if not writers_held:
+        msg = (
+            "an erasure vacuums at zero retention: hold every writer pool of the lake off "
+            "(no run in progress) and pass writers_held=True"
+        )
+        raise ConfigError(msg)
+    contracts = list(contracts) if contracts is not None else load_contracts()
+    columns = subject_columns(contracts, subject)
+    out = Erasure(request_id or uuid.uuid4().hex, subject)
+    token = vault.lookup(lake, f"subject:{subject}", [identifier]).get(identifier)
+    out.landing_files = _landing_files(lake, {c.name for c, _ in columns}, identifier)
+
+    touched: list[str] = []
+    other_tokens: set[str] = set()
+    for contract, col in columns:
+        silver_match = _equals(col.silver_name, token)
+        tokenised = [c.silver_name for c in vault.tokenised_columns(contract)]
+        for layer, match in (
+            ("bronze", _landed(col.name, identifier)),
+            ("quarantine", _landed(col.name, identifier)),
+            ("silver", silver_match),
+        ):
+            uri = lake.table_uri(layer, contract.name)
+            if layer == "silver" and token is not None:
+                other_tokens |= _values(lake, uri, silver_match, tokenised)
+            if _rewrite(lake, uri, f"{layer}/{contract.name}", match, out):
+                touched.append(uri)
+    if token is not None:
+        for uri in _gold_tables(lake):
+            if _rewrite(lake, uri, uri.split("/lake/", 1)[1], _any_string_equals(token), out):
+                touched.append(uri)
+        _erase_warehouse(lake, token, out)
+        still_used = _used_tokens(lake, contracts, other_tokens - {token})
+        erased = {token} | (other_tokens - still_used)
+        in_vault = pl.col(vault.TOKEN).is_in(sorted(erased))
+        if _rewrite(lake, vault.vault_uri(lake), "vault", lambda _: in_vault, out, [vault.CLAIM]):
+            touched.append(vault.vault_uri(lake))
+    if not out.found:
+        return out
+    for uri in touched:
+        maintenance.expire_log(lake, uri, retention_hours=0, writers_held=writers_held)
+        maintenance.vacuum(lake, uri, retention_hours=0, writers_held=writers_held)
+    for contract in contracts:
+        deleted = out.rows.get(f"silver/{contract.name}")
+        if deleted:
+            _tell_followers(lake, lake.table_uri("silver", contract.name), deleted, out)
+    out.served_removed = _remove_served(lake)
+    _record(lake, out)
+    return out
+
+
+def _equals(column: str, value: str | None) -> Match:
+    def match(frame: pl.DataFrame) -> pl.Expr | None:
+        if value is None or column not in frame.columns:
+            return None
+        return pl.col(column).cast(pl.String) == value
+
+    return match
+
+
+def _landed(column: str, identifier: str) -> Match:
+    """Rows of a restricted layer holding `identifier` in `column`, or in an unparsed line."""
+    by_column = _equals(column, identifier)
+
+    def match(frame: pl.DataFrame) -> pl.Expr | None:
+        exprs = [e for e in (by_column(frame),) if e is not None]
+        if RAW_LINE in frame.columns:
+            exprs.append(pl.col(RAW_LINE).str.contains(identifier, literal=True))
+        return pl.any_horizontal(exprs) if exprs else None
+
+    return match
+
+
+def _any_string_equals(value: str) -> Match:
+    def match(frame: pl.DataFrame) -> pl.Expr | None:
+        names = [n for n, t in frame.schema.items() if t == pl.String]
+        return pl.any_horizontal(pl.col(n) == value for n in names) if names else None
+
+    return match
+
+
+def _files(lake: Lake, uri: str, table: DeltaTable) -> list[tuple[dict, pl.DataFrame]]:
+    """Every live data file of `table`: its add action (a row) and its rows."""
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    out = []
+    for action in actions.iter_rows(named=True):
+        source = f"{uri}/{unquote(action['path'])}"
+        options = lake.storage_options or None
+        out.append((action, pl.read_parquet(source, storage_options=options)))
+    return out
+
+
+def _values(lake: Lake, uri: str, match: Match, columns: Sequence[str]) -> set[str]:
+    """The values of `columns` in the rows `match` selects."""
+    frame = delta.scan(lake, uri)
+    if frame is None:
+        return set()
+    names = frame.collect_schema().names()
+    probe = match(pl.DataFrame(schema=frame.collect_schema()))
+    if probe is None:
+        return set()
+    present = [c for c in columns if c in names]
+    rows = frame.filter(probe).select(present).collect()
+    return {v for c in present for v in rows.get_column(c).drop_nulls().cast(pl.String)}
+
+
+def _rewrite(
+    lake: Lake, uri: str, name: str, match: Match, out: Erasure, claims: Sequence[str] = ()
+) -> bool:
+    """Rewrite each data file of the table holding rows `match` selects, without them; returns
+    whether there were any."""
+    table = delta.open_table(lake, uri)
+    if table is None:
+        return False
+    partition_by = list(table.metadata().partition_columns)
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    parts, removes, deleted = [], [], 0
+    for action, rows in _files(lake, uri, table):
+        expr = match(rows)
+        if expr is None:
+            continue
+        hit = rows.select(expr.fill_null(value=False)).to_series()
+        if not hit.any():
+            continue
+        deleted += int(hit.sum())
+        partition = {c: action.get(f"partition.{c}") for c in partition_by}
+        kept = rows.filter(~hit)
+        if kept.height:
+            literals = [pl.lit(str(v)).alias(c) for c, v in partition.items()]
+            parts.append(({c: str(v) for c, v in partition.items()}, kept.with_columns(literals)))
+        removes.append(
+            RemoveAction(
+                action["path"],
+                True,
+                now,
+                size=action["size_bytes"],
+                partition_values={c: None if v is None else str(v) for c, v in partition.items()},
+            )
+        )
+    if not removes:
+        return False
+    stats = [
+        n
+        for part in parts[:1]
+        for n, t in part[1].schema.items()
+        if n not in partition_by and (t.is_numeric() or t == pl.String)
+    ]
+    adds = delta.write_data_files(lake, uri, parts, stats_columns=stats)
+    try:
+        delta.commit_files(
+            lake,
+            uri,
+            table,
+            adds,
+            removes,
+            table.schema().to_arrow(),
+            partition_by=partition_by,
+            claims=claims,
+            run_id=out.request_id,
+            step="erase subject",
+        )
+    except Exception:
+        delta.discard_files(lake, uri, adds)
+        raise
+    out.rows[name] = deleted
+    out.versions[name] = delta.open_table(lake, uri).version()
+    return True
+
+
+def _tell_followers(lake: Lake, uri: str, deleted: int, out: Erasure) -> None:
+    """An empty commit after the log expiry that makes whoever follows silver (gold) rebuild
+    it whole: the erasure's own commit, and any a follower had not taken in yet, were expired
+    with the log."""
+    table = delta.open_table(lake, uri)
+    if table is None:
+        return
+    changes = json.dumps({WHOLE_TABLE: [0, 0, deleted]})
+    table.create_write_transaction(
+        [],
+        mode="append",
+        schema=table.schema(),
+        partition_by=list(table.metadata().partition_columns),
+        commit_properties=delta.commit_properties(
+            run_id=out.request_id, step="erase subject", **{CHANGES_KEY: changes}
+        ),
+    )
+    out.versions[uri.split("/lake/", 1)[1]] = table.version()
+
+
+def _gold_tables(lake: Lake) -> list[str]:
+    """Every Delta table under `lake/gold` (nested ones included)."""
+    root = f"{lake.root}/lake/gold"
+    if lake.is_s3:
+        bucket, prefix = split_s3_uri(root + "/")
+        paginator = s3_client(lake).get_paginator("list_objects_v2")
+        keys = (
+            o["Key"]
+            for p in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for o in p.get("Contents", [])
+        )
+        tables = {k.split("/_delta_log/", 1)[0] for k in keys if "/_delta_log/" in k}
+        return sorted(f"s3://{bucket}/{t}" for t in tables)
+    base = Path(root)
+    return sorted(str(p.parent) for p in base.rglob("_delta_log")) if base.exists() else []
+
+
+def _used_tokens(lake: Lake, contracts: Sequence[Contract], tokens: set[str]) -> set[str]:
+    """Of `tokens`, those some silver row still holds (shared by another subject's rows)."""
+    used: set[str] = set()
+    for contract in contracts:
+        columns = [c.silver_name for c in vault.tokenised_columns(contract)]
+        frame = delta.scan(lake, lake.table_uri("silver", contract.name)) if columns else None
+        if frame is None or not tokens:
+            continue
+        present = [c for c in columns if c in frame.collect_schema().names()]
+        for column in present:
+            found = frame.filter(pl.col(column).is_in(sorted(tokens))).select(column).collect()
+            used |= set(found.get_column(column).to_list())
+    return used
+
+
+def _erase_warehouse(lake: Lake, token: str, out: Erasure) -> None:
+    """Delete every warehouse row holding `token`, then copy the warehouse to a new file."""
+    path = Path(lake.warehouse_path)
+    if not path.exists():
+        return
+    with duckdb.connect(str(path)) as con:
+        columns = con.execute(
+            "select c.table_schema, c.table_name, c.column_name from information_schema.columns c "
+            "join information_schema.tables t using (table_catalog, table_schema, table_name) "
+            "where t.table_type = 'BASE TABLE' and c.data_type = 'VARCHAR' "
+            "and c.table_catalog = current_database()"
+        ).fetchall()
+        by_table: dict[tuple[str, str], list[str]] = {}
+        for schema, table, column in columns:
+            by_table.setdefault((schema, table), []).append(column)
+        for (schema, table), names in by_table.items():
+            where = " or ".join(f'"{n}" = $token' for n in names)
+            deleted = con.execute(
+                f'delete from "{schema}"."{table}" where {where}', {"token": token}
+            ).fetchone()
+            if deleted and deleted[0]:
+                out.rows[f"warehouse:{schema}.{table}"] = int(deleted[0])
+    if any(k.startswith("warehouse:") for k in out.rows):
+        _rewrite_warehouse(path)
+
+
+def _rewrite_warehouse(path: Path) -> None:
+    """Copy the warehouse into a fresh file and put it in place: freed blocks stay behind."""
+    fresh = path.with_name(f".{path.name}.erasure-{uuid.uuid4().hex}")
+    with duckdb.connect() as con:
+        con.execute(f"attach '{path}' as old (read_only)")
+        con.execute(f"attach '{fresh}' as fresh")
+        con.execute("copy from database old to fresh")
+    os.replace(fresh, path)
+    Path(f"{path}.wal").unlink(missing_ok=True)
+
+
+def _remove_served(lake: Lake) -> list[str]:
+    """Remove the role stores served from gold: they hold gold's rows as they were."""
+    serve = serve_dir(lake)
+    removed = sorted(str(p) for p in serve.glob("*.duckdb*")) if serve.is_dir() else []
+    for name in removed:
+        Path(name).unlink(missing_ok=True)
+    return removed
+
+
+def _landing_files(lake: Lake, sources: set[str], identifier: str) -> list[str]:
+    """Landing files of `sources` whose bytes hold `identifier`."""
+    needle = identifier.encode()
+    found = []
+    for source in sorted(sources):
+        for file in list_landing_files(lake, source):
+            with fetched(lake, file) as (path, _):
+                if needle in Path(path).read_bytes():
+                    found.append(file.relative_path)
+    return found
+
+
+def _record(lake: Lake, out: Erasure) -> None:
+    row = {
+        "request_id": out.request_id,
+        "subject": out.subject,
+        "erased_at": datetime.now(UTC).replace(tzinfo=None),
+        "tables": [sorted(out.rows)],
+        "rows": out.total,
+        "versions": [[f"{t}@{v}" for t, v in sorted(out.versions.items())]],
+        "landing_files": len(out.landing_files),
+    }
+    row = {k: v if isinstance(v, list) else [v] for k, v in row.items()}
+    frame = pl.DataFrame(row, schema=system.SCHEMAS[system.ERASURE_LOG])
+    system.append_rows(lake, system.ERASURE_LOG, frame)
