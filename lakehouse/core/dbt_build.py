@@ -212,7 +212,9 @@ def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
         if set(built) <= cataloged:
             return None
     done = invoke(lake, ["docs", "generate"], ["--static"])
-    if not done.success or not page.exists():
+    # `docs generate` opens the silver sources as views but runs no on-run-end hook: drop them
+    dropped = invoke(lake, ["run-operation", "drop_silver_views"])
+    if not done.success or not dropped.success or not page.exists():
         msg = f"dbt docs generate failed; see {target / 'dbt.log'}"
         raise DbtBuildError(msg)
     return page
