@@ -6,19 +6,17 @@ in the asset graph reaches the landing files; dbt tests become asset checks on t
 Gold follows what silver changed (`lakehouse.core.follow`), not the landing dates: marts tagged
 `daily` in dbt (incremental by `order_date`) rebuild and publish exactly the event dates silver
 changed since they last built, reading only those silver partitions; a late file for last month
-rebuilds last month's dates. The other marts are rebuilt whole, when a source of theirs changed.
-The `gold_sensor` (daemon) and `lakehouse materialize` start those runs, whole marts first (the
-star's dimensions, which the daily facts read), then the daily marts, then the headline metrics
-(`gold_metrics`, from the semantic layer); a run launched by hand for a partition range rebuilds
-that range too.
+rebuilds last month's dates. The other marts are rebuilt whole, those a changed source reaches.
+The `gold_sensor` (daemon) and `lakehouse materialize` start ONE run for those changes, its steps
+in order: the whole marts (the star's dimensions, which the daily facts read), the daily marts,
+then the headline metrics (`gold_metrics`, from the semantic layer); a run launched by hand for a
+partition range rebuilds that range too. dbt runs inside the step's process
+(`lakehouse.core.dbt_build`) on a manifest parsed once: a one-day change costs dbt's own time.
 """
 
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -26,13 +24,11 @@ import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
-    DbtCliInvocation,
     DbtCliResource,
     dbt_assets,
 )
 
-from lakehouse.core import follow
-from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
+from lakehouse.core import dbt_build, follow
 from lakehouse.core.gold import (
     DBT_DIR,
     dbt_executable,
@@ -43,12 +39,15 @@ from lakehouse.core.gold import (
 from lakehouse.core.lake import Lake
 from lakehouse.core.metrics import HEADLINE, publish_headline, semantic_layer
 from lakehouse.defs.catalog import gold_storage, typed_schema
+from lakehouse.defs.deprecation import (
+    asset_tags,
+    dbt_deprecation,
+    describe,
+    warn_deprecated_reads,
+)
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource
 
-RUN_TARGET = DBT_DIR / "target" / "run"
-"""dbt's target folder for builds: apart from the manifest the code location loads, which a build
-would otherwise rewrite under a reader's feet."""
 GOLD_SCHEMA = "gold"
 DAILY_TAG = "daily"
 DAILY_CONSUMER = "gold_daily_marts"
@@ -93,6 +92,14 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             metadata = {**metadata, **gold_storage(dbt_resource_props["name"], GOLD_SCHEMA)}
         return metadata
 
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = super().get_tags(dbt_resource_props)
+        return {**tags, **asset_tags(dbt_deprecation(dbt_resource_props))}
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        description = super().get_description(dbt_resource_props)
+        return describe(description, dbt_deprecation(dbt_resource_props))
+
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
@@ -104,112 +111,98 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 translator = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-def dbt_env(lake: Lake, dates: Sequence[str] | None = None) -> dict[str, str]:
-    """The environment that points dbt's profile and the silver plugin at `lake` (and dates)."""
-    return {**lake.env(), EVENT_DATES_ENV: ",".join(sorted(dates)) if dates else ""}
-
-
-@contextmanager
-def _environ_for_call(env: Mapping[str, str]) -> Iterator[None]:
-    """Set `env` for one call and restore the process environment after it.
-
-    dagster-dbt's `DbtCliResource.cli` has no environment argument: it copies `os.environ` when
-    called and starts dbt right away. Setting the variables only around that call keeps one
-    lake's settings from leaking into later steps, tests or other lakes in this process.
-    """
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def build_and_publish(
     context: dg.AssetExecutionContext,
-    dbt: DbtCliResource,
     lake: Lake,
     dates: Sequence[str] | None = None,
     *,
     indirect_selection: str = "cautious",
 ) -> Iterator[Any]:
-    """`dbt build` the selected marts, then publish each as Delta (only `dates` if given).
+    """`dbt build` the step's selected marts in this process, then publish each as Delta (only
+    `dates` if given) and report the marts and their dbt tests.
 
     Every dbt test of a mart built here is recorded as an evaluation of its asset check, also
     when the run's check selection left that check out (an automation run can select a mart
-    with other assets' checks only): dbt runs the tests of its models anyway (`cautious` below
-    overrides dagster-dbt's `empty` indirect selection), and dagster-dbt would log such a
-    result as an AssetObservation, leaving the check "Not Evaluated".
+    with other assets' checks only): dbt runs the tests of its models anyway. `cautious`: a
+    test runs only if every model it reads was selected; the daily marts' tests that read a
+    dimension built in an earlier step or run run with the daily mart they test (`eager`).
+    A failed model or error test fails the step before anything is published.
     """
-    Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    # One target folder (not dagster-dbt's per-invocation one) keeps dbt's partial parse warm;
-    # warehouse writers run one at a time (pool `duckdb_warehouse`), so they never share it.
-    with _environ_for_call(dbt_env(lake, dates)):
-        # `cautious`: in a subset (a mart held back by a failed blocking check upstream), a test
-        # runs only if every model it reads was selected. The daily marts' tests that read a
-        # dimension (built by the whole marts' run, which goes first) run with any daily mart
-        # they test (`eager`).
-        invocation = dbt.cli(
-            ["build", "--indirect-selection", indirect_selection],
-            context=context,
-            target_path=RUN_TARGET,
+    warn_deprecated_reads(context)
+    selected = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
+    args = ["--select", *(k.path[-1] for k in selected), "--indirect-selection", indirect_selection]
+    shown = f"`dbt build {' '.join(args)}`"
+    context.log.info(f"Running dbt command: {shown}")
+    result = dbt_build.invoke(lake, ["build"], args, dates=dates)
+    context.log.info(
+        f"Finished dbt command: {shown} in {result.seconds:.2f} s"
+        + (f" (parse {result.parse_seconds:.2f} s)" if result.parse_seconds else "")
+    )
+    checks = {spec.key for spec in context.assets_def.node_check_specs_by_output_name.values()}
+    built, evaluations, failed = [], [], []
+    for node in result.results:
+        key = dg.AssetKey([GOLD_SCHEMA, node.name])
+        if node.resource_type in GOLD_RESOURCES:
+            if node.status == "success" and key in selected:
+                built.append((key, node))
+            elif node.status != "success":
+                failed.append(f"{node.resource_type} {node.name}: {node.status} {node.message}")
+        elif node.resource_type == "test":
+            if node.status in ("fail", "error"):
+                failed.append(f"test {node.name}: {node.status} {node.message}")
+            attached = dg.AssetKey([GOLD_SCHEMA, (node.attached_to or "").split(".")[-1]])
+            check = dg.AssetCheckKey(attached, node.name)
+            if check in checks and attached in selected:
+                evaluations.append(_evaluation(context, check, node))
+    if failed or not result.success:
+        yield from evaluations
+        raise dg.Failure(
+            description="dbt build failed: " + "; ".join(failed or ["see the dbt log"]),
+            metadata={"dbt_log": str(dbt_build.target_dir(lake) / "dbt.log")},
         )
-    events = list(_check_evaluations_for_tests(context, invocation))
-    # The DuckDB file is free only once dbt has exited: publish after the build, then report.
-    keys = context.assets_def.keys_by_output_name
-    marts = [keys[e.output_name].path[-1] for e in events if isinstance(e, dg.Output)]
+    # The DuckDB file is free once dbt's connection is closed: publish, then report.
     with duckdb.connect(lake.warehouse_path, read_only=True) as con:
         published = publish_marts(
-            lake, con, GOLD_SCHEMA, marts, run_id=context.run.run_id, dates=dates
+            lake,
+            con,
+            GOLD_SCHEMA,
+            [k.path[-1] for k, _ in built],
+            run_id=context.run.run_id,
+            dates=dates,
         )
-        types = {mart: warehouse_columns(con, GOLD_SCHEMA, mart) for mart in marts}
-    for event in events:
-        if isinstance(event, dg.Output):
-            key = keys[event.output_name]
-            declared = context.assets_def.specs_by_key[key].metadata.get("dagster/column_schema")
-            yield event.with_metadata(
-                {
-                    **event.metadata,
-                    **published[key.path[-1]],
-                    "dagster/column_schema": typed_schema(declared, types[key.path[-1]]),
-                }
-            )
-        else:
-            yield event
+        types = {k: warehouse_columns(con, GOLD_SCHEMA, k.path[-1]) for k, _ in built}
+    for key, node in built:
+        declared = context.assets_def.specs_by_key[key].metadata.get("dagster/column_schema")
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={
+                **published[key.path[-1]],
+                "dagster/column_schema": typed_schema(declared, types[key]),
+                "dbt_seconds": round(node.seconds, 3),
+            },
+        )
+    yield from evaluations
 
 
-def _check_evaluations_for_tests(
-    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
-) -> Iterator[Any]:
-    """The invocation's Dagster events, with a test of a mart built in this step that
-    dagster-dbt logs as an AssetObservation (its check not selected) as that check's evaluation."""
-    # every check the definition has (`check_keys` holds only the selected ones)
-    checks = {spec.key for spec in context.assets_def.node_check_specs_by_output_name.values()}
-    built = context.selected_asset_keys
-    for raw in invocation.stream_raw_events():
-        options = {
-            "manifest": invocation.manifest,
-            "dagster_dbt_translator": invocation.dagster_dbt_translator,
-            "target_path": invocation.target_path,
-            "project": invocation.project,
-        }
-        events = list(raw.to_default_asset_events(context=context, **options))
-        if events and all(isinstance(e, dg.AssetObservation) for e in events):
-            # without a context dagster-dbt reports a test as an AssetCheckEvaluation
-            evaluations = [
-                e
-                for e in raw.to_default_asset_events(context=None, **options)
-                if isinstance(e, dg.AssetCheckEvaluation)
-                and e.asset_check_key in checks
-                and e.asset_key in built
-            ]
-            if evaluations:
-                events = evaluations
-        yield from events
+def _evaluation(
+    context: dg.AssetExecutionContext, check: dg.AssetCheckKey, node: dbt_build.NodeResult
+) -> Any:
+    """A dbt test's result as its asset check's result (an evaluation when not selected)."""
+    severity = dg.AssetCheckSeverity.WARN if node.status == "warn" else dg.AssetCheckSeverity.ERROR
+    fields = {
+        "asset_key": check.asset_key,
+        "check_name": check.name,
+        "passed": node.status == "pass",
+        "severity": severity,
+        "metadata": {
+            "status": node.status,
+            "failures": node.failures or 0,
+            "message": node.message,
+        },
+    }
+    if check in context.selected_asset_check_keys:
+        return dg.AssetCheckResult(**fields)
+    return dg.AssetCheckEvaluation(**fields)
 
 
 def silver_sources(assets_def: dg.AssetsDefinition) -> list[str]:
@@ -226,9 +219,7 @@ def silver_sources(assets_def: dg.AssetsDefinition) -> list[str]:
     backfill_policy=backfill_policy,
     pool=WAREHOUSE_POOL,
 )
-def gold_daily_marts(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
-) -> Iterator[Any]:
+def gold_daily_marts(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
     """Daily marts: rebuild the event dates silver changed (and, run by hand, the run's range)."""
     the_lake = lake.lake()
     todo = follow.pending(the_lake, DAILY_CONSUMER, silver_sources(context.assets_def))
@@ -239,19 +230,33 @@ def gold_daily_marts(
         dates = None  # a change without dates: every date
     if dates is not None and not dates:
         context.log.info("gold daily marts: silver changed no event date; nothing to rebuild")
+        _docs(context, the_lake, [])
         return
     context.log.info(
         "gold daily marts: rebuilding "
         + ("every date" if dates is None else f"{len(dates)} event date(s)")
     )
     yield from build_and_publish(
-        context,
-        dbt,
-        the_lake,
-        sorted(dates) if dates is not None else None,
-        indirect_selection="eager",
+        context, the_lake, sorted(dates) if dates is not None else None, indirect_selection="eager"
     )
     follow.taken_in(the_lake, DAILY_CONSUMER, todo, run_id=context.run.run_id)
+    _docs(context, the_lake)
+
+
+def _docs(
+    context: dg.AssetExecutionContext, lake: Lake, built: Sequence[str] | None = None
+) -> None:
+    """The mart catalog, after a build that changed what it shows (`dbt_build.generate_docs`):
+    `built` (default: the step's marts) must be in it."""
+    if built is None:
+        built = [k.path[-1] for k in context.selected_asset_keys]
+    try:
+        docs = dbt_build.generate_docs(lake, built)
+    except dbt_build.DbtBuildError as exc:  # the marts are built: the catalog waits
+        context.log.warning(f"dbt docs not generated: {exc}")
+    else:
+        if docs is not None:
+            context.log.info(f"dbt docs: the mart catalog is {docs}")
 
 
 @dbt_assets(
@@ -261,14 +266,14 @@ def gold_daily_marts(
     dagster_dbt_translator=translator,
     pool=WAREHOUSE_POOL,
 )
-def gold_marts(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource
-) -> Iterator[Any]:
-    """The unpartitioned marts, rebuilt whole."""
+def gold_marts(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
+    """The unpartitioned marts, rebuilt whole (the run selects those whose sources changed)."""
     the_lake = lake.lake()
     todo = follow.pending(the_lake, WHOLE_CONSUMER, silver_sources(context.assets_def))
-    yield from build_and_publish(context, dbt, the_lake)
+    yield from build_and_publish(context, the_lake)
     follow.taken_in(the_lake, WHOLE_CONSUMER, todo, run_id=context.run.run_id)
+    if not set(context.run.asset_selection or ()) & gold_daily_marts.keys:
+        _docs(context, the_lake)  # else after the daily marts: once per run
 
 
 @dg.multi_asset(
@@ -303,11 +308,10 @@ def _metric_silver_sources() -> list[str]:
 
 @dataclass(frozen=True)
 class GoldRun:
-    """A gold run silver's pending changes call for."""
+    """The gold run silver's pending changes call for."""
 
-    assets_def: dg.AssetsDefinition
     keys: list[dg.AssetKey]
-    """The marts to build: those whose every silver source exists."""
+    """What to build: the whole marts a changed source reaches, the daily marts, the metrics."""
     tags: dict[str, str]
     run_key: str
 
@@ -337,56 +341,57 @@ def buildable_marts(lake: Lake, assets_def: dg.AssetsDefinition) -> list[dg.Asse
     ]
 
 
-def pending_gold_runs(lake: Lake) -> list[GoldRun]:
-    """The gold runs that would take in silver's changes not yet built: none when nothing changed.
+def reached_by(assets_def: dg.AssetsDefinition, sources: set[str]) -> set[dg.AssetKey]:
+    """The marts of `assets_def` that read (directly or through other marts) any of `sources`."""
+    reached: set[dg.AssetKey] = set()
+    grown = True
+    while grown:
+        grown = False
+        for key in assets_def.keys - reached:
+            deps = assets_def.asset_deps[key]
+            if any(d.path[0] == "silver" and d.path[-1] in sources for d in deps) or deps & reached:
+                reached.add(key)
+                grown = True
+    return reached
 
-    The whole marts' run comes first: the daily facts look up and test against the dimensions
-    it builds (dim_customers, dim_stores, dim_dates). The headline metrics come last.
+
+def pending_gold_runs(lake: Lake) -> list[GoldRun]:
+    """The gold run that would take in silver's changes not yet built: none when nothing changed.
+
+    One run, its steps in dependency order: the whole marts a changed source reaches (the
+    star's dimensions, which the daily facts read, among them), the daily marts over the
+    changed event dates, then the headline metrics. A whole mart none of whose sources changed
+    is not rebuilt. The run key names the silver versions it takes in.
     """
-    runs = []
+    keys: list[dg.AssetKey] = []
+    tags = {TRIGGER_TAG: SILVER_CHANGES}
+    versions: dict[str, dict[str, int]] = {}
     whole_keys = buildable_marts(lake, gold_marts)
     whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
     if whole_keys and not whole.empty:
-        runs.append(
-            GoldRun(
-                gold_marts,
-                whole_keys,
-                {TRIGGER_TAG: SILVER_CHANGES},
-                f"{WHOLE_CONSUMER}:{json.dumps(whole.versions, sort_keys=True)}",
-            )
-        )
+        reached = reached_by(gold_marts, whole.sources)
+        keys += [k for k in whole_keys if k in reached]
+        versions[WHOLE_CONSUMER] = whole.versions
     daily_keys = buildable_marts(lake, gold_daily_marts)
     daily = follow.pending(lake, DAILY_CONSUMER, silver_sources(gold_daily_marts))
     if daily_keys and not daily.empty:
-        keys = daily_partitions.get_partition_keys()
+        partitions = daily_partitions.get_partition_keys()
         if daily.whole or not daily.dates:
-            first, last = keys[0], keys[-1]
+            first, last = partitions[0], partitions[-1]
         else:
-            inside = [d for d in sorted(daily.dates) if keys[0] <= d <= keys[-1]]
-            first, last = (inside[0], inside[-1]) if inside else (keys[-1], keys[-1])
-        runs.append(
-            GoldRun(
-                gold_daily_marts,
-                daily_keys,
-                {
-                    TRIGGER_TAG: SILVER_CHANGES,
-                    "dagster/asset_partition_range_start": first,
-                    "dagster/asset_partition_range_end": last,
-                },
-                f"{DAILY_CONSUMER}:{json.dumps(daily.versions, sort_keys=True)}",
-            )
-        )
-    built = {k.path[-1] for run in runs for k in run.keys} | {
-        k.path[-1] for k in [*whole_keys, *daily_keys]
-    }
+            inside = [d for d in sorted(daily.dates) if partitions[0] <= d <= partitions[-1]]
+            first, last = (inside[0], inside[-1]) if inside else (partitions[-1], partitions[-1])
+        keys += daily_keys
+        tags |= {
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        }
+        versions[DAILY_CONSUMER] = daily.versions
+    built = {k.path[-1] for k in [*whole_keys, *daily_keys]}
     metrics = follow.pending(lake, METRICS_CONSUMER, _metric_silver_sources())
     if set(METRICS_SOURCES) <= built and not metrics.empty:
-        runs.append(
-            GoldRun(
-                gold_metrics,
-                sorted(gold_metrics.keys, key=lambda k: k.to_user_string()),
-                {TRIGGER_TAG: SILVER_CHANGES},
-                f"{METRICS_CONSUMER}:{json.dumps(metrics.versions, sort_keys=True)}",
-            )
-        )
-    return runs
+        keys += sorted(gold_metrics.keys, key=lambda k: k.to_user_string())
+        versions[METRICS_CONSUMER] = metrics.versions
+    if not keys:
+        return []
+    return [GoldRun(keys, tags, f"gold:{json.dumps(versions, sort_keys=True)}")]
