@@ -5,11 +5,14 @@ lakehouse seed --redeliver DATE | --late DATE  a corrected day, or late orders o
 lakehouse materialize                        bronze + silver for every landed date, then gold
 lakehouse replay-quarantine SOURCE           re-validate quarantined rows, promote those that pass
 lakehouse summary                            rows per layer and table
+lakehouse maintain [SOURCE] [--dry-run]      expire data past its retention, compact, vacuum
+lakehouse catalog --deprecated               deprecated tables and what still reads them
 lakehouse serve [--postgres DSN] [--role R]  rebuild the per-role DuckDB files (and PostgreSQL) from gold
+lakehouse erase --subject customers:<id>     erase a data subject from every layer, for good
 lakehouse contract draft SOURCE              draft a contract from the files landed for SOURCE
 lakehouse metrics list | query M1,M2 [--by store] [--grain week]   metrics without SQL
 lakehouse extract SOURCE                     land new rows of a database source as a Parquet file
-lakehouse stream SOURCE [--every S]          extract SOURCE again and again (a stream's service)
+lakehouse stream SOURCE [--every S]          serve SOURCE: micro-batches to silver, reported to Dagster
 """
 
 from __future__ import annotations
@@ -95,6 +98,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     replay_p.add_argument("source", help="the source (contract name)")
     sub.add_parser("summary", help="print rows per layer and table")
+    maintain_p = sub.add_parser(
+        "maintain",
+        help="expire partitions past their retention, compact, checkpoint and vacuum every table",
+    )
+    maintain_p.add_argument("source", nargs="?", help="only this source's tables (default: all)")
+    maintain_p.add_argument(
+        "--dry-run", action="store_true", help="print what expires and change nothing"
+    )
+    catalog_p = sub.add_parser("catalog", help="list tables (--deprecated: and what reads them)")
+    catalog_p.add_argument(
+        "--deprecated",
+        action="store_true",
+        required=True,
+        help="each deprecated table, its replacement and sunset, and what still reads it",
+    )
     serve_p = sub.add_parser(
         "serve", help="serve gold per role (lakehouse/policies.yaml): DuckDB files, PostgreSQL"
     )
@@ -106,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_p.add_argument(
         "--role", action="append", help="rebuild only this role's file (repeatable)"
+    )
+    erase_p = sub.add_parser(
+        "erase", help="erase a data subject's rows from every layer and make them unrecoverable"
+    )
+    erase_p.add_argument(
+        "--subject", required=True, metavar="SUBJECT:ID", help="e.g. customers:<customer id>"
     )
     extract_p = sub.add_parser(
         "extract", help="land SOURCE's new rows (a contract with a `source:` block) as Parquet"
@@ -122,13 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="mode: cdc only: drop the source's replication slot and publication, extract nothing",
     )
     stream_p = sub.add_parser(
-        "stream", help="run as a service: extract SOURCE every few seconds until stopped"
+        "stream",
+        help="run as a service: land SOURCE's micro-batches into bronze and silver until stopped",
     )
     stream_p.add_argument("source", help="the source (contract name)")
     stream_p.add_argument(
         "--every", type=float, default=1.0, metavar="S", help="seconds between drains (default 1)"
     )
-    stream_p.add_argument("--max-runs", type=int, metavar="N", help="stop after N drains")
+    stream_p.add_argument("--max-runs", type=int, metavar="N", help="stop after N micro-batches")
     contract_p = sub.add_parser("contract", help="work with source contracts")
     contract_sub = contract_p.add_subparsers(dest="contract_command", required=True)
     draft_p = contract_sub.add_parser(
@@ -194,6 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _metrics(lake, args)
         if args.command == "serve":
             return _serve(lake, args.postgres, args.role)
+        if args.command == "maintain":
+            return _maintain(lake, args.source, dry_run=args.dry_run)
+        if args.command == "catalog":
+            return _catalog_deprecated()
+        if args.command == "erase":
+            return _erase(lake, args.subject)
         print(summary_table(lake))
         return 0
     except LakehouseError as exc:
@@ -328,20 +359,30 @@ def _extract(lake: Lake, source: str, landing_date: str | None, *, drop_slot: bo
 
 
 def _stream(lake: Lake, source: str, every: float, max_runs: int | None) -> int:
-    """Drain SOURCE over and over; each drain lands what arrived since (or nothing)."""
-    from lakehouse.core.extract import extract
+    """Serve SOURCE: micro-batches landed, loaded into bronze and silver, reported to Dagster."""
+    from lakehouse.core.extract.service import serve
 
     contract = _contract(source)
+    reporters = []
+    if os.environ.get("DAGSTER_HOME"):
+        import dagster as dg
+
+        from lakehouse.defs.extract import stream_reporter
+
+        reporters.append(stream_reporter(dg.DagsterInstance.get(), contract))
+
+    def report(batch) -> None:
+        print(batch.summary, flush=True)
+        for each in reporters:
+            each(batch)
+
     runs = 0
     try:
-        while max_runs is None or runs < max_runs:
-            result = extract(lake, contract)
-            runs += 1
-            if result.uri is not None:
-                print(f"Extracted {result.summary}", flush=True)
-            time.sleep(every)
+        runs = serve(lake, contract, every=every, max_batches=max_runs, report=report)
     except KeyboardInterrupt:
-        print(f"{source}: stopped after {runs} drain(s)")
+        print(f"{source}: stopped")
+    else:
+        print(f"{source}: stopped after {runs} micro-batch(es)")
     return 0
 
 
@@ -375,9 +416,50 @@ def _metrics(lake: Lake, args: argparse.Namespace) -> int:
     return 0
 
 
-def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
-    import dagster as dg
+def _erase(lake: Lake, request: str) -> int:
+    """Erase one subject; refused while a Dagster run may be writing (zero-retention vacuum)."""
+    from lakehouse.core.erasure import erase
 
+    subject, sep, identifier = request.partition(":")
+    if not sep or not subject or not identifier:
+        print(f"error: --subject `{request}` is not SUBJECT:ID", file=sys.stderr)
+        return 2
+    if os.environ.get("DAGSTER_HOME"):
+        import dagster as dg
+
+        from lakehouse.defs.recovery import UNFINISHED, recover_dead_runs
+
+        instance = dg.DagsterInstance.get()
+        recover_dead_runs(instance)
+        statuses = [*UNFINISHED, dg.DagsterRunStatus.QUEUED]
+        running = instance.get_run_ids(dg.RunsFilter(statuses=statuses))
+        if running:
+            print(
+                f"error: {len(running)} Dagster run(s) in progress ({', '.join(running[:3])}): "
+                "an erasure vacuums at zero retention and needs every writer stopped; "
+                "wait for them (and pause the sensors) and run it again",
+                file=sys.stderr,
+            )
+            return 2
+    done = erase(lake, subject, identifier, writers_held=True)
+    for path in done.landing_files:
+        print(f"landing file still holding the subject (the source's owners must erase it): {path}")
+    if not done.found:
+        print(f"{subject}: no such subject in the lake; nothing changed")
+        return 1
+    for table, rows in sorted(done.rows.items()):
+        print(f"erased {rows} row(s) from {table}")
+    for path in done.served_removed:
+        print(f"removed role store {path} (serve the roles again to rebuild it from gold)")
+    print(
+        f"erasure {done.request_id}: {done.total} row(s) in {len(done.rows)} table(s), "
+        "old versions vacuumed and their log expired; gold aggregates follow at the next "
+        "`lakehouse materialize`"
+    )
+    return 0
+
+
+def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
     from lakehouse.definitions import defs
     from lakehouse.defs.runs import landed_dates, materialize_landed
 
@@ -391,15 +473,7 @@ def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
         print(f"error: no contract for source(s) `{'`, `'.join(unknown)}`", file=sys.stderr)
         return 2
     sources = ["*"] if "all" in reprocess else list(reprocess)
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
-    from lakehouse.defs.recovery import recover_dead_runs
-
-    for dead in recover_dead_runs(instance):
-        print(dead.message, flush=True)
+    instance = _instance()
     log.info(
         "materialize: bronze + silver for landing dates %s .. %s as one run, then gold",
         dates[0],
@@ -427,6 +501,89 @@ def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
         verdict = "SOME STEPS FAILED"
     print(f"\nMaterialized in {elapsed:.1f}s: {verdict}")
     return 0 if ok and not held else 1
+
+
+def _maintain(lake: Lake, source: str | None, *, dry_run: bool) -> int:
+    """Run the maintenance jobs (or, dry, list what they would expire) with progress output."""
+    from lakehouse.core import maintenance
+    from lakehouse.defs.maintenance import SHARED_JOB, SOURCE_LAYERS, job_name
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the instance's storage set-up
+    contracts = [_contract(source)] if source else load_contracts()
+    started = time.monotonic()
+    if dry_run:
+        today = date.today()
+        for contract in contracts:
+            for layer in SOURCE_LAYERS:
+                report = maintenance.maintain_table(
+                    lake,
+                    layer,
+                    contract.name,
+                    keep=contract.retention.of(layer),
+                    history_hours=contract.retention.history_hours,
+                    today=today,
+                    dry_run=True,
+                    progress=print,
+                )
+                print(
+                    f"{report.table}: {sum(report.expired.values())} row(s) in "
+                    f"{len(report.expired)} partition(s) expired; {report.files_before} data "
+                    f"file(s), {report.live_before} live" + "".join(f"; {n}" for n in report.notes)
+                )
+        return 0
+    from lakehouse.definitions import build_definitions
+    from lakehouse.defs.runs import QUIET
+
+    instance = _instance()
+    jobs = [job_name(c.name) for c in contracts] + ([] if source else [SHARED_JOB])
+    defs = build_definitions()
+    failed = []
+    for i, name in enumerate(jobs, 1):
+        log.info("maintain: job %d/%d `%s`", i, len(jobs), name)
+        result = defs.resolve_job_def(name).execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        if not result.success:
+            failed.append(name)
+    log.info("maintain: %d job(s) in %.1fs", len(jobs), time.monotonic() - started)
+    if failed:
+        print(
+            f"error: maintenance failed in {', '.join(failed)} (see the run logs)", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _instance():
+    """The Dagster instance (`DAGSTER_HOME`'s, else an ephemeral one), its dead runs recovered."""
+    import dagster as dg
+
+    from lakehouse.defs.recovery import recover_dead_runs
+
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
+    for dead in recover_dead_runs(instance):
+        print(dead.message, flush=True)
+    return instance
+
+
+def _catalog_deprecated() -> int:
+    """`lakehouse catalog --deprecated`: deprecated tables and everything still reading them."""
+    from lakehouse.definitions import build_definitions
+    from lakehouse.defs.deprecation import deprecated_in
+
+    tables = deprecated_in(build_definitions())
+    if not tables:
+        print("no deprecated table")
+        return 0
+    for table in tables:
+        print(f"{table.table}: {table.deprecation.banner}")
+        for reader in table.readers or ("(nothing reads it any more)",):
+            print(f"    read by {reader}")
+    return 0
 
 
 def held_table(lake: Lake) -> str:

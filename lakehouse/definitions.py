@@ -15,9 +15,10 @@ from lakehouse.core.lake import Lake
 from lakehouse.defs.alerts import build_alerts_sensor
 from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.catalog import build_catalog_sensor, catalog_specs
-from lakehouse.defs.extract import extract_assets, extract_schedules
+from lakehouse.defs.extract import extract_assets, extract_schedules, served
 from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.lineage import lineage_sensor
+from lakehouse.defs.maintenance import maintenance_jobs, maintenance_schedules
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
 from lakehouse.defs.serve import build_serve_assets, build_serve_sensor
@@ -32,6 +33,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 def build_definitions() -> dg.Definitions:
     contracts = load_contracts()
     lake = Lake.from_env()
+    maintenance = maintenance_jobs(contracts)
     serve_roles = build_serve_assets([*gold_marts.keys, *gold_daily_marts.keys, *gold_metrics.keys])
     return dg.Definitions(
         assets=[
@@ -46,7 +48,7 @@ def build_definitions() -> dg.Definitions:
             *catalog_specs(contracts, lake),
         ],
         sensors=[
-            build_landing_sensor(contracts),
+            build_landing_sensor([c for c in contracts if not served(c)]),
             gold_sensor,
             automation_sensor,
             build_alerts_sensor(contracts),
@@ -54,7 +56,8 @@ def build_definitions() -> dg.Definitions:
             lineage_sensor,
             build_serve_sensor(sorted(serve_roles.keys, key=lambda k: k.to_user_string())),
         ],
-        schedules=extract_schedules(contracts),
+        jobs=maintenance,
+        schedules=[*extract_schedules(contracts), *maintenance_schedules(maintenance)],
         # A run's steps are short and I/O-bound; a process per step would cost seconds of start-up
         # each. Runs still run side by side (the run queue), and on Kubernetes each run is a pod.
         executor=dg.in_process_executor,

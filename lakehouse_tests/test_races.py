@@ -74,7 +74,7 @@ def merge_writer(root: str, barrier: Any) -> None:
     lake = Lake(root)
     for n in range(ROUNDS):
         contract = race_contract(n)
-        rows = silver_publish.prepare(contract, silver_rows())
+        rows = silver_publish.prepare(lake, contract, silver_rows())
         barrier.wait(BARRIER_SECONDS)
         silver_publish.publish(
             lake,

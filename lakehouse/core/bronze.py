@@ -72,6 +72,8 @@ STATS_COLUMNS = (SOURCE_FILE, SOURCE_SHA256, ROW_NUMBER, RUN_ID)
 def reader_fingerprint(contract: Contract) -> str:
     """What bronze's rows of a file depend on in its contract: the format and landed columns."""
     relevant = (contract.format, contract.landed_columns)
+    if contract.shape:  # nested JSON: where each column comes from in the record
+        relevant += (contract.shape,)
     return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
 
 
@@ -101,7 +103,7 @@ def files_to_load(
     lake: Lake, contract: Contract, landing_dates: Sequence[str]
 ) -> list[LandingFile]:
     """The landed files of `landing_dates` that `load_bronze` would read now."""
-    files = list_landing_files(lake, contract.name, landing_dates)
+    files = list_landing_files(lake, contract.landing_source, landing_dates)
     unchanged = _unchanged(lake, contract, files, landing_dates) if files else set()
     return [f for f in files if f.relative_path not in unchanged]
 
@@ -124,7 +126,7 @@ def load_bronze(
     is now, by the same reader, is not read again unless `reprocess`.
     """
     uri = lake.table_uri("bronze", contract.name)
-    files = list_landing_files(lake, contract.name, landing_dates)
+    files = list_landing_files(lake, contract.landing_source, landing_dates)
     result = BronzeResult()
     if not reprocess and files:
         unchanged = _unchanged(lake, contract, files, landing_dates)
@@ -150,6 +152,7 @@ def load_bronze(
         loaded, rejected = _load_batch(lake, contract, uri, batch, run_id, ingested_at)
         for row in (*loaded, *rejected):
             row["reader"] = reader_fingerprint(contract)
+            row["source"] = contract.name  # a child source (`explode:`) reads its parent's files
         for row in rejected:
             log.warning("bronze %s: rejected %s: %s", contract.name, row["path"], row["reason"])
         result.files_loaded += loaded
@@ -165,7 +168,7 @@ def landed_row_counts(lake: Lake, contract: Contract) -> dict[str, int]:
     `rows` (what bronze read); any other file is read now with bronze's reader, nothing
     written; a file that reader rejects counts 0.
     """
-    files = list_landing_files(lake, contract.name)
+    files = list_landing_files(lake, contract.landing_source)
     if not files:
         return {}
     ledger = system.latest_ledger(lake, contract.name, sorted({f.landing_date for f in files}))
@@ -195,6 +198,7 @@ def _count_rows(lake: Lake, contract: Contract, files: list[LandingFile]) -> dic
                 [(path, f.relative_path) for f, (path, _) in zip(files, fetches, strict=True)],
                 contract.format,
                 columns=contract.landed_columns,
+                shape=contract.shape,
             )
         )
         for group in groups:
@@ -254,6 +258,7 @@ def _load_batch(
                     [(path, f.relative_path) for f, (path, _) in zip(files, fetches, strict=True)],
                     contract.format,
                     columns=contract.landed_columns,
+                    shape=contract.shape,
                 )
             )
             for path, error in failures.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 import yaml
 
+from lakehouse.core.deprecation import Deprecation, parse_deprecation
 from lakehouse.core.errors import ContractError
 from lakehouse.core.extract.spec import SourceSpec, parse_source
+from lakehouse.core.nested import ARRAY_INDEX, PARENT_ROW, Explode, Shape, check_path, parse_explode
+from lakehouse.core.retention import Retention, parse_retention
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
 """The contracts shipped with the project (the Jaffle Shop feed); `LAKEHOUSE_CONTRACTS` overrides."""
@@ -103,6 +106,11 @@ class Column:
     references: Reference | None = None
     null_values: tuple[str, ...] = ()
     """Landed values of this column that are null in silver, besides the format's `null_values`."""
+    subject: str | None = None
+    """The data subject (a source declaring `subject:`) whose identifier this column holds: its
+    values are tokenised like the subject's own key, so joins on them hold (`core.vault`)."""
+    path: str | None = None
+    """Nested JSON: where in the record the value is, e.g. `payload.customer.id` (`core.nested`)."""
 
     @property
     def silver_name(self) -> str:
@@ -186,13 +194,30 @@ class Contract:
     checks: BatchChecks = field(default_factory=BatchChecks)
     freshness_fail_after: timedelta | None = None
     freshness_warn_after: timedelta | None = None
-    retention_days: int | None = None
+    retention: Retention = field(default_factory=Retention)
+    """How long each layer keeps the source's data (`lakehouse.core.retention`); default forever."""
+    deprecated: Deprecation | None = None
+    """`deprecated: {since, replaced_by, sunset}` (`lakehouse.core.deprecation`)."""
     arrival: Arrival | None = None
     """The delivery SLA of the landing zone (`arrival:`); None: no `arrival_late` alert."""
     since: str | None = None
     """The first landing date the source has data for (the daily partitions start there)."""
     source: SourceSpec | None = None
     """Where rows come from when not delivered as files (`lakehouse.core.extract`); None: files."""
+    subject: str | None = None
+    """`subject: <column>`: each row is about a data subject (named after the source) identified
+    by that column; every column referencing it holds the same subject (erasure, tokens)."""
+    explode: tuple[Explode, ...] = ()
+    """Nested JSON: arrays of each record published as child sources `<name>__<array name>`."""
+    parent: str | None = None
+    """A child source (`explode:`): the source whose landed files it reads."""
+    shape: Shape = field(default_factory=Shape)
+    """How landed rows come out of nested records (`core.nested`); empty: as landed."""
+
+    @property
+    def landing_source(self) -> str:
+        """The source whose landing folder holds this source's files."""
+        return self.parent or self.name
 
     @property
     def silver_columns(self) -> tuple[str, ...]:
@@ -233,10 +258,33 @@ def load_contracts(directory: str | Path | None = None) -> list[Contract]:
                 f"source `{contract.name}` is already defined in {seen[contract.name]}",
             )
         seen[contract.name] = contract.path
+    contracts += [child for c in contracts for child in child_contracts(c)]
+    by_name = {c.name: c for c in contracts}
+    contracts = [_resolve_subjects(c, by_name) for c in contracts]
     by_name = {c.name: c for c in contracts}
     for contract in contracts:
         _check_references(contract, by_name)
     return sorted(contracts, key=lambda c: c.name)
+
+
+def _resolve_subjects(contract: Contract, by_name: Mapping[str, Contract]) -> Contract:
+    """The contract with every column referencing a subject's key marked as that subject's."""
+    columns = []
+    for i, col in enumerate(contract.columns):
+        ref, subject = col.references, col.subject
+        if ref is not None and subject is None:
+            target = by_name.get(ref.table)
+            if target is not None and target.subject == ref.column:
+                subject = target.name
+        if subject is not None and by_name.get(subject, contract).subject is None:
+            raise ContractError(
+                contract.path,
+                f"columns[{i}].subject",
+                f"source `{subject}` declares no `subject:` (a key column naming its subjects)",
+            )
+        pii = col.pii if col.is_pii or subject is None else "identifier"
+        columns.append(replace(col, subject=subject, pii=pii))
+    return replace(contract, columns=tuple(columns))
 
 
 def load_contract(path: str | Path) -> Contract:
@@ -270,14 +318,27 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "checks",
             "freshness",
             "retention",
+            "deprecated",
             "arrival",
             "since",
             "delivery",
             "source",
+            "subject",
+            "explode",
         },
     )
     name = reader.name(raw, "name")
     columns = tuple(reader.column(c, i) for i, c in enumerate(reader.list(raw, "columns")))
+    subject = raw.get("subject")
+    if subject is not None:
+        if subject not in {c.silver_name for c in columns}:
+            raise ContractError(path, "subject", f"`{subject}` is not a column of the contract")
+        columns = tuple(
+            replace(c, subject=name, pii=c.pii if c.is_pii else "identifier")
+            if c.silver_name == subject
+            else c
+            for c in columns
+        )
     if not columns:
         raise ContractError(path, "columns", "a contract needs at least one column")
     for attr, what in (("name", "landed"), ("silver_name", "silver")):
@@ -333,11 +394,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
 
     freshness = raw.get("freshness") or {}
     reader.unknown(freshness, "freshness.", {"fail_after", "warn_after"})
-    retention = raw.get("retention") or {}
-    reader.unknown(retention, "retention.", {"days"})
-    retention_days = retention.get("days")
-    if retention_days is not None and (not isinstance(retention_days, int) or retention_days < 1):
-        raise ContractError(path, "retention.days", "must be a positive whole number of days")
+    retention = parse_retention(raw.get("retention"), path, event_time=event_time)
 
     since = raw.get("since")
     if since is not None:
@@ -377,9 +434,61 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         ),
         freshness_fail_after=reader.duration(freshness, "fail_after", "freshness.fail_after"),
         freshness_warn_after=reader.duration(freshness, "warn_after", "freshness.warn_after"),
-        retention_days=retention_days,
+        retention=retention,
+        deprecated=parse_deprecation(raw.get("deprecated"), path),
         arrival=_arrival(raw.get("arrival"), reader),
+        subject=subject,
+        explode=parse_explode(raw.get("explode"), path),
+        shape=_shape(columns),
     )
+
+
+def _shape(columns: tuple[Column, ...]) -> Shape:
+    paths = tuple((c.name, c.path) for c in columns if c.path)
+    roots = {p.partition(".")[0] for _, p in paths}
+    return Shape(paths=paths, drop=tuple(sorted(roots - {c.name for c in columns})))
+
+
+def child_contracts(parent: Contract) -> list[Contract]:
+    """The child sources of `parent`'s `explode:` arrays (`core.nested`)."""
+    children = []
+    for i, item in enumerate(parent.explode):
+        reader = _Reader(parent.path)
+        keys = [replace(parent.column(k), references=None) for k in parent.primary_key]
+        auto = [
+            Column(
+                PARENT_ROW, "int64", nullable=False, description="The record's row in its file."
+            ),
+            Column(ARRAY_INDEX, "int64", nullable=False, description="The element's position."),
+        ]
+        own = [reader.column(c, j) for j, c in enumerate(item.columns)]
+        own = [c if c.path else replace(c, path=c.name) for c in own]
+        columns = (*keys, *auto, *own)
+        known = {c.silver_name for c in columns}
+        for key in item.primary_key:
+            if key not in known:
+                raise ContractError(
+                    parent.path, f"explode[{i}].primary_key", f"`{key}` is not a child column"
+                )
+        children.append(
+            replace(
+                parent,
+                name=f"{parent.name}__{item.name}",
+                description=f"{parent.description} One row per element of `{item.array}`.",
+                columns=columns,
+                primary_key=(*parent.primary_key, *item.primary_key),
+                event_time=parent.event_time if parent.event_time in parent.primary_key else None,
+                ordering=None,
+                explode=(),
+                parent=parent.name,
+                shape=Shape(
+                    paths=tuple((c.name, c.path or c.name) for c in keys),
+                    array=item.array,
+                    element_paths=tuple((c.name, c.path) for c in own if c.path),
+                ),
+            )
+        )
+    return children
 
 
 def _arrival(raw: Any, reader: _Reader) -> Arrival | None:
@@ -426,7 +535,7 @@ def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> No
                 f"columns[{i}].references",
                 f"`{ref.table}` has no column `{ref.column}`",
             )
-        if target.column(ref.column).is_pii:
+        if target.column(ref.column).is_pii and target.column(ref.column).subject is None:
             raise ContractError(
                 contract.path,
                 f"columns[{i}].references",
@@ -499,6 +608,8 @@ class _Reader:
                 "references",
                 "on_missing",
                 "null_values",
+                "subject",
+                "path",
             },
         )
         name = self.text(raw, "name", f"{where}.name")
@@ -567,6 +678,8 @@ class _Reader:
             checks=dict(checks),
             references=references,
             null_values=self.null_values(raw, f"{where}.null_values", ()),
+            subject=self.name(raw, "subject", f"{where}.subject") if raw.get("subject") else None,
+            path=check_path(raw["path"], f"{where}.path", self.path) if "path" in raw else None,
         )
 
     def file_format(self, raw: Mapping[str, Any]) -> FileFormat:

@@ -34,8 +34,8 @@ from lakehouse.core import delta
 from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
-from lakehouse.core.pii import pseudonymise
 from lakehouse.core.readers import ROW_NUMBER
+from lakehouse.core.vault import tokenise
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,10 @@ def latest_per_key(
     )
 
 
-def prepare(contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
-    """Valid rows as silver stores them: PII pseudonymised, event date, row hash."""
-    rows = pseudonymise(rows, [c.silver_name for c in contract.pii_columns])
+def prepare(lake: Lake, contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
+    """Valid rows as silver stores them: PII and subject identifiers as vault tokens (minted
+    when new), event date, row hash."""
+    rows = tokenise(lake, contract, rows)
     if contract.event_time:
         rows = rows.with_columns(
             pl.col(contract.event_time).cast(pl.Date).cast(pl.String).alias(EVENT_DATE)
@@ -396,7 +397,8 @@ def changes_since(
     """The event dates silver `source` changed after `version`: (latest version, changes, whole).
 
     `whole` is true when a commit changed data without saying which dates (a table written
-    before change records, or by another tool): its readers must rebuild everything.
+    before change records, or by another tool), or when commits after `version` are no longer in
+    the log (expired by maintenance while the reader was away): its readers must rebuild everything.
     """
     table = delta.open_table(lake, lake.table_uri("silver", source))
     if table is None:
@@ -407,8 +409,11 @@ def changes_since(
     limit = None if version is None else latest - version
     changes: dict[str, list[int]] = {}
     whole = False
+    seen: set[int] = set()
     for commit in table.history(limit):
         v = commit.get("version")
+        if v is not None:
+            seen.add(v)
         if version is not None and v is not None and v <= version:
             continue
         recorded = commit.get(CHANGES_KEY)
@@ -430,4 +435,6 @@ def changes_since(
             into = changes.setdefault(day, [0, 0, 0])
             for i, n in enumerate(counts):
                 into[i] += n
+    if version is not None and not seen.issuperset(range(version + 1, latest + 1)):
+        whole = True
     return latest, changes, whole

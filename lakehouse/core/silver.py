@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.core import anomaly, delta, drift, pii, system
+from lakehouse.core import anomaly, delta, drift, pii, system, vault
 from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE, SOURCE_SHA256
 from lakehouse.core.checks import (
     CHECK_REFERENCES,
@@ -492,7 +492,7 @@ def _load_chunk(
     published = publish(
         lake,
         contract,
-        prepare(contract, winners),
+        prepare(lake, contract, winners),
         stale,
         fallback=fallback,
         frozen=frozen,
@@ -567,6 +567,8 @@ def _older_versions(
         return pl.DataFrame()
     first = contract.column(contract.primary_key[0])
     wanted = keys.get_column(first.silver_name).cast(pl.String).unique()
+    if first in vault.tokenised_columns(contract):  # silver holds the key as tokens
+        wanted = pl.Series(list(vault.clear_values(lake, wanted).values()), dtype=pl.String)
     rows = bronze.filter(
         pl.col(first.name).is_in(wanted.implode()), ~pl.col(LANDING_DATE).is_in(list(exclude))
     ).collect()
@@ -577,14 +579,15 @@ def _older_versions(
     )
     rows, _ = drift.apply_policy(contract, rows, ledger)
     valid, _, _ = _validate(lake, contract, rows)
-    valid = valid.join(keys, on=list(contract.primary_key), how="semi")
+    older = prepare(lake, contract, latest_per_key(contract, valid))
+    older = older.join(keys, on=list(contract.primary_key), how="semi")
     log.info(
         "silver %s: %d older version(s) found for %d retracted key(s)",
         contract.name,
-        valid.height,
+        older.height,
         keys.height,
     )
-    return prepare(contract, latest_per_key(contract, valid))
+    return older
 
 
 def _split_waiting(
@@ -672,12 +675,19 @@ def known_values(lake: Lake, contract: Contract, batch: pl.DataFrame) -> dict[st
         if frame is None or wanted.is_empty():
             out[col.silver_name] = pl.Series([], dtype=col.dtype)
             continue
-        out[col.silver_name] = (
+        tokens = None
+        if col.subject is not None:  # silver holds the subject's key as tokens
+            tokens = vault.lookup(lake, vault.token_class(col), wanted.cast(pl.String).to_list())
+            wanted = pl.Series(list(tokens.values()), dtype=pl.String)
+        held = (
             frame.select(pl.col(ref.column).cast(pl.String))
             .filter(pl.col(ref.column).is_in(wanted.implode()))
             .unique()
             .collect()
             .get_column(ref.column)
-            .cast(col.dtype, strict=False)
         )
+        if tokens is not None:
+            clear = {token: value for value, token in tokens.items()}
+            held = held.replace_strict(clear, default=None, return_dtype=pl.String)
+        out[col.silver_name] = held.cast(col.dtype, strict=False)
     return out

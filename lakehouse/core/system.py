@@ -9,6 +9,8 @@ _system/partition_state  one row per new outcome of a (layer, source, landing da
                          counts; what lets a rerun skip what nothing changed for
 _system/gold_watermarks  one row per gold build that followed silver: the silver version of each
                          source it has taken in
+_system/erasure_log      one row per erasure of a data subject (`core.erasure`): request id, time,
+                         tables, rows and versions; never the subject's values or tokens
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ REJECTED_FILES = "rejected_files"
 DQ_RESULTS = "dq_results"
 PARTITION_STATE = "partition_state"
 GOLD_WATERMARKS = "gold_watermarks"
+ERASURE_LOG = "erasure_log"
 
 _LEDGER_SCHEMA = {
     "source": pl.String,
@@ -78,6 +81,15 @@ _WATERMARK_SCHEMA = {
     "recorded_at": pl.Datetime("us"),
 }
 
+_ERASURE_SCHEMA = {
+    "request_id": pl.String,
+    "subject": pl.String,
+    "erased_at": pl.Datetime("us"),
+    "tables": pl.List(pl.String),
+    "rows": pl.Int64,
+    "versions": pl.List(pl.String),
+    "landing_files": pl.Int64,
+}
 
 SCHEMAS = {
     INGEST_LEDGER: _LEDGER_SCHEMA,
@@ -85,6 +97,7 @@ SCHEMAS = {
     DQ_RESULTS: _DQ_SCHEMA,
     PARTITION_STATE: _STATE_SCHEMA,
     GOLD_WATERMARKS: _WATERMARK_SCHEMA,
+    ERASURE_LOG: _ERASURE_SCHEMA,
 }
 """Each system table this module keeps, and its columns (for the catalog)."""
 

@@ -21,7 +21,7 @@ import dagster as dg
 import polars as pl
 from dagster_aws.s3 import S3Resource
 
-from lakehouse.core import alerts, anomaly, delta, system
+from lakehouse.core import alerts, anomaly, delta, system, vault
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
@@ -147,10 +147,32 @@ def system_spec(table: str, lake: Lake) -> dg.AssetSpec:
     )
 
 
+VAULT_KEY = dg.AssetKey(["_restricted", "pii_vault"])
+
+
+def vault_spec(lake: Lake) -> dg.AssetSpec:
+    """The token vault: its schema and where it lives, never its values."""
+    return dg.AssetSpec(
+        key=VAULT_KEY,
+        description="The PII token vault: one row per PII class and clear value, with its "
+        "random token (silver and gold hold the tokens). Restricted: whoever reads it reads "
+        "every clear PII value; only silver steps and erasure use it.",
+        group_name="system",
+        kinds={"deltalake"},
+        owners=[PLATFORM_OWNER],
+        metadata={
+            "dagster/uri": vault.vault_uri(lake),
+            "dagster/column_schema": _schema(vault.SCHEMA),
+            "restricted": True,
+        },
+    )
+
+
 def catalog_specs(contracts: Sequence[Contract], lake: Lake) -> list[dg.AssetSpec]:
     return [
         *(quarantine_spec(c, lake) for c in contracts),
         *(system_spec(t, lake) for t in SYSTEM_TABLES),
+        vault_spec(lake),
     ]
 
 
@@ -220,6 +242,7 @@ def observe(lake: Lake, contracts: Sequence[Contract], seen: dict[str, object], 
     events = []
     tables = [(quarantine_key(c.name), lake.table_uri("quarantine", c.name)) for c in contracts]
     tables += [(system_key(t), lake.table_uri("_system", t)) for t in SYSTEM_TABLES]
+    tables.append((VAULT_KEY, vault.vault_uri(lake)))
     for key, uri in tables:
         found = table_observation(lake, key, uri)
         if found is not None:

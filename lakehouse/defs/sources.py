@@ -15,10 +15,12 @@ from lakehouse.core.checks import PartitionAudit, blocking_checks, silver_checks
 from lakehouse.core.contract import Column, Contract
 from lakehouse.core.drift import RESCUED
 from lakehouse.core.lake import Lake
+from lakehouse.core.maintenance import writer_pool
 from lakehouse.core.publish import EVENT_DATE
 from lakehouse.core.silver import SILVER_LINEAGE, SilverResult, load_silver
 from lakehouse.defs.alerts import freshness_policy
 from lakehouse.defs.automation import follows_upstream
+from lakehouse.defs.deprecation import asset_tags, describe, warn_deprecated_reads
 from lakehouse.defs.partitions import backfill_policy, daily_partitions
 from lakehouse.defs.resources import LakeResource, shared_instance
 
@@ -149,7 +151,7 @@ def bronze_asset(contract: Contract) -> dg.AssetsDefinition:
         partitions_def=daily_partitions,
         backfill_policy=backfill_policy,
         metadata={"dagster/column_schema": _bronze_schema(contract)},
-        pool=f"delta_bronze_{contract.name}",
+        pool=writer_pool("bronze", contract.name),
     )
     def _bronze(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         the_lake = lake.lake()
@@ -227,9 +229,17 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
                 key=lambda k: k.to_user_string(),
             ),
         ],
-        description=contract.description
-        + f" Primary key: {', '.join(contract.primary_key)}."
-        + (f" Partitioned by the date of `{contract.event_time}`." if contract.event_time else ""),
+        description=describe(
+            contract.description
+            + f" Primary key: {', '.join(contract.primary_key)}."
+            + (
+                f" Partitioned by the date of `{contract.event_time}`."
+                if contract.event_time
+                else ""
+            ),
+            contract.deprecated,
+        ),
+        tags=asset_tags(contract.deprecated),
         group_name="silver",
         kinds={"polars", "pandera", "deltalake"},
         owners=[contract.owner],
@@ -253,12 +263,13 @@ def silver_asset(contract: Contract) -> dg.AssetsDefinition:
         ],
         automation_condition=follows_upstream(),
         freshness_policy=freshness_policy(contract),
-        pool=f"delta_silver_{contract.name}",
+        pool=writer_pool("silver", contract.name),
         # A blocked landing date is not materialized: the step reports the published dates itself.
         output_required=False,
     )
     def _silver(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         the_lake = lake.lake()
+        warn_deprecated_reads(context)
         dates = context.partition_keys
         result = load_silver(
             the_lake,

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lakehouse.core import delta
+from lakehouse.core import delta, maintenance
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
@@ -89,6 +89,23 @@ def test_a_corrected_file_retracts_updates_moves_and_adds(lake: Lake) -> None:
     # nothing changed: no new version
     load(lake, [D1])
     assert version(lake) == first + 1
+
+
+def test_a_reader_whose_commits_expired_from_the_log_rebuilds_everything(lake: Lake) -> None:
+    # A gold consumer took silver in at `first`; two corrections land, then maintenance expires
+    # the log while the consumer is away: the dates of the lost commits are unknown, so whole.
+    first = version(lake)
+    for total in ("111", "222"):
+        lines = [HEADER, *(order(f"o{i}", D1, order_total=total) for i in range(5))]
+        deliver(Path(lake.root), "orders", D1, "orders.csv", text(lines))
+        load(lake, [D1])
+    _, changes, whole = changes_since(lake, "orders", first)
+    assert not whole and set(changes) == {D1}
+    uri = lake.table_uri("silver", "orders")
+    maintenance.expire_log(lake, uri, retention_hours=0, writers_held=True)
+    latest, _, whole = changes_since(lake, "orders", first)
+    assert whole and latest == version(lake)
+    assert changes_since(lake, "orders", latest) == (latest, {}, False)
 
 
 def test_a_late_file_wins_only_where_it_is_newer(lake: Lake) -> None:
