@@ -140,14 +140,13 @@ def _gold(lake) -> float:
     import dagster as dg
 
     from lakehouse.definitions import defs
-    from lakehouse.defs.gold import dbt_resource
     from lakehouse.defs.resources import LakeResource
 
     gold = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and not a.partitions_def]
     started = time.perf_counter()
     result = dg.materialize(
         gold,
-        resources={"lake": LakeResource(root=lake.root), "dbt": dbt_resource()},
+        resources={"lake": LakeResource(root=lake.root)},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
@@ -168,7 +167,6 @@ def backfill(spec: dict) -> dict:
     import dagster as dg
 
     from lakehouse.definitions import defs
-    from lakehouse.defs.gold import dbt_resource
     from lakehouse.defs.resources import LakeResource
     from lakehouse.defs.runs import materialize_range
 
@@ -180,7 +178,7 @@ def backfill(spec: dict) -> dict:
         and a.partitions_def
         and all(key.path[0] in ("bronze", "silver") for key in a.keys)
     ]
-    resources = {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
+    resources = {"lake": LakeResource(root=lake.root)}
     instance = dg.DagsterInstance.ephemeral()
     dates = spec["dates"]
     runs = [(dates[0], dates[-1])] if spec["mode"] == "single_run" else [(d, d) for d in dates]
@@ -201,12 +199,11 @@ def rerun(spec: dict) -> dict:
 
     from lakehouse.core import delta
     from lakehouse.definitions import defs
-    from lakehouse.defs.gold import dbt_resource
     from lakehouse.defs.resources import LakeResource
     from lakehouse.defs.runs import materialize_landed
 
     lake = _lake(spec)
-    resources = {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
+    resources = {"lake": LakeResource(root=lake.root)}
     instance = dg.DagsterInstance.ephemeral()
 
     def versions() -> dict[str, int | None]:

@@ -16,7 +16,7 @@ from lakehouse.defs.alerts import build_alerts_sensor
 from lakehouse.defs.automation import automation_sensor
 from lakehouse.defs.catalog import build_catalog_sensor, catalog_specs
 from lakehouse.defs.extract import extract_assets, extract_schedules, served
-from lakehouse.defs.gold import dbt_resource, gold_daily_marts, gold_marts, gold_metrics
+from lakehouse.defs.gold import gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.lineage import lineage_sensor
 from lakehouse.defs.maintenance import maintenance_jobs, maintenance_schedules
 from lakehouse.defs.resources import LakeResource
@@ -63,7 +63,6 @@ def build_definitions() -> dg.Definitions:
         executor=dg.in_process_executor,
         resources={
             "lake": LakeResource(),
-            "dbt": dbt_resource(),
             # Lists an S3 landing zone; endpoint, keys and region come from the AWS_* variables.
             "s3": S3Resource(),
         },

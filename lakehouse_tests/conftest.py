@@ -19,7 +19,6 @@ os.environ.setdefault("LAKEHOUSE_START_DATE", "2018-09-01")
 
 from lakehouse.core.lake import Lake
 from lakehouse.core.seed import SeedResult, generate_jaffle_shop, seed
-from lakehouse.defs.gold import dbt_resource
 from lakehouse.defs.resources import LakeResource
 
 DAYS = 10
@@ -40,7 +39,7 @@ class Materialized:
 
 
 def resources_for(lake: Lake) -> dict:
-    return {"lake": LakeResource(root=lake.root), "dbt": dbt_resource()}
+    return {"lake": LakeResource(root=lake.root)}
 
 
 def materialize_all(lake: Lake, instance: dg.DagsterInstance, dates: list[str] | None = None):

@@ -24,14 +24,11 @@ import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
-    DbtCliResource,
     dbt_assets,
 )
 
 from lakehouse.core import dbt_build, follow
 from lakehouse.core.gold import (
-    DBT_DIR,
-    dbt_executable,
     ensure_manifest,
     publish_marts,
     warehouse_columns,
@@ -60,12 +57,6 @@ SILVER_CHANGES = "silver_changes"
 """`TRIGGER_TAG` value of gold runs started for silver's changes: they rebuild just those."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """DuckDB allows one writer per file: every warehouse writer runs in this pool (limit 1)."""
-
-
-def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(
-        project_dir=str(DBT_DIR), profiles_dir=str(DBT_DIR), dbt_executable=dbt_executable()
-    )
 
 
 GOLD_RESOURCES = ("model", "snapshot")
