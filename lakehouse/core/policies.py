@@ -218,31 +218,33 @@ def sql_literal(value: Any) -> str:
 ENGINES = ("duckdb", "postgres")
 
 
-def mask_sql(column: str, mask: str, engine: str) -> str:
+def mask_sql(column: str, mask: str, engine: str, value: str | None = None) -> str:
     """The select expression of `column` under `mask` in `engine` (duckdb | postgres).
 
     Both engines give the same values: `hash` is the hex SHA-256 of the value's text (equal
     values hash alike, so joins on a hashed key hold), `partial` keeps the first character and,
-    for an e-mail address, the domain (`alice@example.com` -> `a***@example.com`).
+    for an e-mail address, the domain (`alice@example.com` -> `a***@example.com`). `value` is
+    an expression to mask instead of the column itself (the clear value behind a vault token).
     """
-    ref = f'"{column}"'
+    alias = f'"{column}"'
+    ref = value or alias
     text = f"cast({ref} as varchar)"
     if engine not in ENGINES:
         msg = f"unknown engine `{engine}`"
         raise ValueError(msg)
     if mask == "clear":
-        return ref
+        return f"{ref} as {alias}" if value else ref
     if mask == "null":
-        return f"cast(null as varchar) as {ref}"
+        return f"cast(null as varchar) as {alias}"
     if mask == "hash":
         if engine == "duckdb":
-            return f"sha256({text}) as {ref}"
-        return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex') as {ref}"
+            return f"sha256({text}) as {alias}"
+        return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex') as {alias}"
     if mask == "partial":
         return (
             f"case when strpos({text}, '@') > 0 "
             f"then left({text}, 1) || '***' || substr({text}, strpos({text}, '@')) "
-            f"else left({text}, 1) || '***' end as {ref}"
+            f"else left({text}, 1) || '***' end as {alias}"
         )
     msg = f"unknown mask `{mask}`"
     raise ValueError(msg)

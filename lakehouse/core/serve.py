@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from lakehouse.core import delta
+from lakehouse.core import delta, vault
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.pii_scan import (
@@ -36,6 +36,8 @@ from lakehouse.core.policies import Policy, Role, gold_pii, mask_sql, silver_pii
 POSTGRES_ENV = "LAKEHOUSE_SERVE_POSTGRES"
 """A PostgreSQL DSN: when set, serving also loads that database (`lakehouse serve`, Dagster)."""
 SERVED_INFO = "_served"
+VAULT_RELATION = "_vault"
+"""The vault's (token, value) pairs, registered in the in-memory build connection only."""
 """Table in each role file: one row per served table (source version, rows, masks applied)."""
 
 
@@ -109,11 +111,31 @@ def served_tables(
     return found
 
 
-def role_select(role: Role, table: ServedTable, columns: Iterable[str], engine: str) -> str:
-    """`select <masked columns> from <schema>.<table> [where <role's filter>]` in `engine`."""
-    select = ", ".join(
-        mask_sql(c, role.mask(table.qualified, c, table.pii.get(c)), engine) for c in columns
-    )
+def role_select(
+    role: Role,
+    table: ServedTable,
+    columns: Iterable[str],
+    engine: str,
+    tokens: Iterable[str] = (),
+) -> str:
+    """`select <masked columns> from <schema>.<table> [where <role's filter>]` in `engine`.
+
+    `tokens`: PII columns holding vault tokens, looked up in the relation `VAULT_RELATION`
+    (token, value) where the role reads them clear or partially masked; a hashed token stays a
+    hash of the token (a stable pseudonym no dictionary of clear values reverses)."""
+    tokens = set(tokens)
+
+    def expression(column: str) -> str:
+        mask = role.mask(table.qualified, column, table.pii.get(column))
+        value = None
+        if column in tokens and mask in ("clear", "partial"):
+            value = (
+                f'coalesce((select v.value from "{VAULT_RELATION}" v '
+                f'where v.token = "{column}"), "{column}")'
+            )
+        return mask_sql(column, mask, engine, value)
+
+    select = ", ".join(expression(c) for c in columns)
     where = role.row_filter(table.qualified)
     return f'select {select} from "{table.schema}"."{table.name}"' + (
         f" where {where}" if where else ""
@@ -219,7 +241,17 @@ def _register_sources(
         # a whole Arrow table: DuckDB pushes filters into a dataset, which fails on string views
         con.register(source, table.to_pyarrow_table())
         con.execute(f'create view "{t.schema}"."{t.name}" as select * from "{source}"')
+    held = delta.open_table(lake, vault.vault_uri(lake))
+    if held is not None and any(t.pii for t in tables):
+        con.register(VAULT_RELATION, held.to_pyarrow_table(columns=[vault.TOKEN, vault.VALUE]))
     return versions
+
+
+def _has_vault(con: duckdb.DuckDBPyConnection) -> bool:
+    found = con.execute(
+        "select count(*) from duckdb_views() where view_name = ?", [VAULT_RELATION]
+    ).fetchone()
+    return bool(found and found[0])
 
 
 def _build_one(
@@ -243,13 +275,17 @@ def _build_one(
         for t in tables:
             if t.qualified not in versions or not role.may_read(t.qualified):
                 continue
-            columns = [
-                r[0] for r in sources.execute(f'describe "{t.schema}"."{t.name}"').fetchall()
-            ]
+            described = sources.execute(f'describe "{t.schema}"."{t.name}"').fetchall()
+            columns = [r[0] for r in described]
+            tokens = (
+                [r[0] for r in described if r[0] in t.pii and r[1] == "VARCHAR"]
+                if _has_vault(sources)
+                else []
+            )
             sources.execute(f'create schema if not exists served."{t.schema}"')
             sources.execute(
                 f'create table served."{t.schema}"."{t.name}" as '
-                + role_select(role, t, columns, "duckdb")
+                + role_select(role, t, columns, "duckdb", tokens)
             )
             count = sources.execute(
                 f'select count(*) from served."{t.schema}"."{t.name}"'

@@ -154,6 +154,44 @@ def test_role_files_hold_what_each_role_may_read(tmp_path: Path) -> None:
     assert info["row_filter"].to_list() == [None, "(\"store_id\" in ('s1', 's2'))"]
 
 
+def test_a_clear_pii_role_reads_the_values_behind_vault_tokens(tmp_path: Path) -> None:
+    """Gold as silver makes it: names and e-mails are vault tokens. The pii_reader file holds the
+    clear values the vault maps them to, the analyst's partial mask shows the clear domain, a
+    hash mask hashes the token (a pseudonym no dictionary of e-mails reverses), and no role file
+    but the pii_reader's holds a clear value."""
+    from lakehouse.core import vault
+
+    lake, policy, _ = gold_lake(tmp_path)
+    clear = people(40)
+    minted = vault.mint(
+        lake, {"name": clear["customer_name"], "email": clear["customer_email"]}, run_id="t"
+    )
+    token = {v: t for _, v, t in minted.iter_rows()}
+    tokenised = clear.with_columns(
+        pl.col(c).replace_strict(token) for c in ("customer_name", "customer_email")
+    )
+    tokenised.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
+    contracts = load_contracts(tmp_path / "contracts")
+    build_role_stores(lake, policy, served_tables(lake, policy, contracts, MANIFEST))
+
+    reader = table(role_path(lake, "pii_reader"), "gold.customers").sort("customer_id")
+    assert reader.equals(clear)
+    analyst = table(role_path(lake, "analyst"), "gold.customers").sort("customer_id")
+    assert analyst["customer_email"].to_list() == ["z***@example.org"] * 40
+    assert analyst["customer_name"].null_count() == 40
+    marketing = table(role_path(lake, "marketing"), "gold.customers").sort("customer_id")
+    import hashlib
+
+    assert marketing["customer_email"].to_list() == [
+        hashlib.sha256(t.encode()).hexdigest() for t in tokenised["customer_email"]
+    ]
+    for role in ("analyst", "marketing"):
+        data = role_path(lake, role).read_bytes()
+        assert not [
+            v for v in (*clear["customer_name"], *clear["customer_email"]) if v.encode() in data
+        ]
+
+
 def test_rebuild_replaces_the_file_atomically(tmp_path: Path) -> None:
     """No change, no write; a reader holding the old file keeps reading it whole; the new file
     has the new rows; a policy change rebuilds."""
