@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import errors
 
 from lakehouse.core.serve_postgres import libpq_uri, serve_postgres
-from lakehouse_tests.core.test_serve import gold_lake, orders, people
+from lakehouse_tests.core.test_serve import gold_lake, orders, people, tokenised_gold_lake
 from lakehouse_tests.servers import postgres
 
 
@@ -95,4 +95,30 @@ def test_postgres_roles_proof(tmp_path) -> None:
         with pytest.raises(errors.InsufficientPrivilege):
             rows(alice, "select customer_email from gold.customers")
         for con in (admin, alice, bob, mallory):
+            con.close()
+
+
+def test_postgres_views_show_the_values_behind_vault_tokens(tmp_path) -> None:
+    """Gold holds vault tokens: the pii_reader's view shows the clear values, the analyst's the
+    partial mask of the clear e-mail, the base table tokens only; the vault is loaded into
+    `_restricted` and no login reads it."""
+    lake, policy, tables, clear, tokenised = tokenised_gold_lake(tmp_path)
+    with postgres() as pg:
+        serve_postgres(lake, policy, tables, pg.url)
+        admin = session(pg.port, "postgres")
+        with admin.cursor() as cur:
+            cur.execute("create role alice login in role analyst")
+            cur.execute("create role bob login in role pii_reader")
+        bob, alice = session(pg.port, "bob"), session(pg.port, "alice")
+        view = rows(bob, "select * from pii_reader.customers order by customer_id")
+        assert view.equals(clear)
+        table = rows(bob, "select * from gold.customers order by customer_id")
+        assert table.equals(tokenised)
+        masked = rows(alice, "select * from analyst.customers order by customer_id")
+        assert masked["customer_email"].to_list() == ["z***@example.org"] * 40
+        assert masked["customer_name"].null_count() == 40
+        for con in (alice, bob):
+            with pytest.raises(errors.InsufficientPrivilege):
+                rows(con, "select * from _restricted.pii_vault")
+        for con in (admin, alice, bob):
             con.close()

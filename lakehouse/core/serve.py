@@ -117,12 +117,13 @@ def role_select(
     columns: Iterable[str],
     engine: str,
     tokens: Iterable[str] = (),
+    vault_relation: str = f'"{VAULT_RELATION}"',
 ) -> str:
     """`select <masked columns> from <schema>.<table> [where <role's filter>]` in `engine`.
 
-    `tokens`: PII columns holding vault tokens, looked up in the relation `VAULT_RELATION`
-    (token, value) where the role reads them clear or partially masked; a hashed token stays a
-    hash of the token (a stable pseudonym no dictionary of clear values reverses)."""
+    `tokens`: PII columns holding vault tokens, looked up in `vault_relation` (token, value)
+    where the role reads them clear or partially masked; a hashed token stays a hash of the
+    token (a stable pseudonym no dictionary of clear values reverses)."""
     tokens = set(tokens)
 
     def expression(column: str) -> str:
@@ -130,7 +131,7 @@ def role_select(
         value = None
         if column in tokens and mask in ("clear", "partial"):
             value = (
-                f'coalesce((select v.value from "{VAULT_RELATION}" v '
+                f"coalesce((select v.value from {vault_relation} v "
                 f'where v.token = "{column}"), "{column}")'
             )
         return mask_sql(column, mask, engine, value)

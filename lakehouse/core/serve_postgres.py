@@ -30,12 +30,15 @@ import psycopg2
 import pyarrow as pa
 from psycopg2 import sql
 
-from lakehouse.core import delta
+from lakehouse.core import delta, vault
 from lakehouse.core.lake import Lake
 from lakehouse.core.policies import Policy, Role
 from lakehouse.core.serve import ServedTable, role_select
 
 MASKING_SUFFIX = "_masking"
+VAULT_SCHEMA, VAULT_TABLE = "_restricted", "pii_vault"
+"""Where the vault's (token, value) pairs are loaded: read only by the masking views' owners,
+so a role's view shows the clear value behind a token where the role reads it clear or partial."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,14 @@ def serve_postgres(
     wanted = [t for t in tables if any(r.may_read(t.qualified) for r in policy.roles.values())]
     loads = []
     staged = []
+    held = delta.open_table(lake, vault.vault_uri(lake))
+    vault_table = (
+        ServedTable(VAULT_SCHEMA, VAULT_TABLE, vault.vault_uri(lake), {})
+        if held is not None and any(t.pii for t in wanted)
+        else None
+    )
     with adbc.connect(uri) as ingest:
-        for t in wanted:
+        for t in [*wanted, *([vault_table] if vault_table else [])]:
             table = delta.open_table(lake, t.uri)
             if table is None:
                 continue
@@ -88,6 +97,8 @@ def serve_postgres(
                 cur.execute(f'drop table if exists "{t.schema}"."{staging}"')
                 ingest.commit()
                 dataset = table.to_pyarrow_dataset()
+                if t is vault_table:
+                    dataset = dataset.to_table(columns=[vault.TOKEN, vault.VALUE])
                 began = time.monotonic()
                 rows = cur.adbc_ingest(
                     staging,
@@ -96,8 +107,15 @@ def serve_postgres(
                     db_schema_name=t.schema,
                 )
                 ingest.commit()
+            if t is vault_table:
+                continue
             loads.append(LoadFigure(t.qualified, int(rows or 0), time.monotonic() - began))
-            staged.append((t, staging, [f.name for f in dataset.schema]))
+            tokens = (
+                [f.name for f in dataset.schema if f.name in t.pii and _is_text(f.type)]
+                if vault_table
+                else []
+            )
+            staged.append((t, staging, [f.name for f in dataset.schema], tokens))
     with psycopg2.connect(uri) as con, con.cursor() as cur:
         for role in policy.roles.values():
             _ensure_role(cur, role.name)
@@ -110,11 +128,30 @@ def serve_postgres(
             )
         # every table first: a row filter may read another served table (a subquery), and
         # dropping that table drops the policies that depend on it
-        for t, staging, _ in staged:
+        if vault_table is not None:
+            _swap_in(cur, vault_table, f"{VAULT_TABLE}__loading")
+            _restrict_vault(cur, policy)
+        for t, staging, _, _ in staged:
             _swap_in(cur, t, staging)
-        for t, _, columns in staged:
-            _generate_access(cur, policy, t, columns)
+        for t, _, columns, tokens in staged:
+            _generate_access(cur, policy, t, columns, tokens)
     return PostgresServed(loads, list(policy.roles), time.monotonic() - started)
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or dtype == pa.string_view()
+
+
+def _restrict_vault(cur: Any, policy: Policy) -> None:
+    """Nobody reads the vault but the masking views' owners (no login)."""
+    schema = sql.Identifier(VAULT_SCHEMA)
+    target = sql.SQL("{}.{}").format(schema, sql.Identifier(VAULT_TABLE))
+    cur.execute(sql.SQL("revoke all on schema {} from public").format(schema))
+    cur.execute(sql.SQL("revoke all on {} from public").format(target))
+    for role in policy.roles.values():
+        masking = sql.Identifier(role.name + MASKING_SUFFIX)
+        cur.execute(sql.SQL("grant usage on schema {} to {}").format(schema, masking))
+        cur.execute(sql.SQL("grant select on {} to {}").format(target, masking))
 
 
 def _batches(dataset: Any) -> pa.RecordBatchReader:
@@ -138,7 +175,9 @@ def _swap_in(cur: Any, t: ServedTable, staging: str) -> None:
     )
 
 
-def _generate_access(cur: Any, policy: Policy, t: ServedTable, columns: list[str]) -> None:
+def _generate_access(
+    cur: Any, policy: Policy, t: ServedTable, columns: list[str], tokens: list[str]
+) -> None:
     """Row-level security, column grants, row policies and masking views of one table."""
     schema = sql.Identifier(t.schema)
     target = sql.SQL("{}.{}").format(schema, sql.Identifier(t.name))
@@ -146,11 +185,16 @@ def _generate_access(cur: Any, policy: Policy, t: ServedTable, columns: list[str
     cur.execute(sql.SQL("alter table {} enable row level security").format(target))
     for role in policy.roles.values():
         if role.may_read(t.qualified):
-            _grant(cur, role, t, target, columns)
+            _grant(cur, role, t, target, columns, tokens)
 
 
 def _grant(
-    cur: Any, role: Role, t: ServedTable, target: sql.Composable, columns: list[str]
+    cur: Any,
+    role: Role,
+    t: ServedTable,
+    target: sql.Composable,
+    columns: list[str],
+    tokens: list[str],
 ) -> None:
     who, masking = sql.Identifier(role.name), sql.Identifier(role.name + MASKING_SUFFIX)
     schema = sql.Identifier(t.schema)
@@ -173,7 +217,8 @@ def _grant(
     view = sql.SQL("{}.{}").format(sql.Identifier(role.name), sql.Identifier(view_name(t)))
     cur.execute(sql.SQL("drop view if exists {}").format(view))
     # the role's filter is applied by RLS on the table (the view runs as its owner, `masking`)
-    select = role_select(_without_filter(role), t, columns, "postgres")
+    vault_relation = f'"{VAULT_SCHEMA}"."{VAULT_TABLE}"'
+    select = role_select(_without_filter(role), t, columns, "postgres", tokens, vault_relation)
     cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(select)))
     cur.execute(sql.SQL("alter view {} owner to {}").format(view, masking))
     cur.execute(sql.SQL("grant select on {} to {}").format(view, who))

@@ -154,14 +154,12 @@ def test_role_files_hold_what_each_role_may_read(tmp_path: Path) -> None:
     assert info["row_filter"].to_list() == [None, "(\"store_id\" in ('s1', 's2'))"]
 
 
-def test_a_clear_pii_role_reads_the_values_behind_vault_tokens(tmp_path: Path) -> None:
-    """Gold as silver makes it: names and e-mails are vault tokens. The pii_reader file holds the
-    clear values the vault maps them to, the analyst's partial mask shows the clear domain, a
-    hash mask hashes the token (a pseudonym no dictionary of e-mails reverses), and no role file
-    but the pii_reader's holds a clear value."""
+def tokenised_gold_lake(root: Path):
+    """`gold_lake` as silver makes it: names and e-mails are vault tokens, the vault beside.
+    Returns the lake, policy, served tables, the clear customers and the tokenised ones."""
     from lakehouse.core import vault
 
-    lake, policy, _ = gold_lake(tmp_path)
+    lake, policy, _ = gold_lake(root)
     clear = people(40)
     minted = vault.mint(
         lake, {"name": clear["customer_name"], "email": clear["customer_email"]}, run_id="t"
@@ -171,8 +169,17 @@ def test_a_clear_pii_role_reads_the_values_behind_vault_tokens(tmp_path: Path) -
         pl.col(c).replace_strict(token) for c in ("customer_name", "customer_email")
     )
     tokenised.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
-    contracts = load_contracts(tmp_path / "contracts")
-    build_role_stores(lake, policy, served_tables(lake, policy, contracts, MANIFEST))
+    contracts = load_contracts(root / "contracts")
+    return lake, policy, served_tables(lake, policy, contracts, MANIFEST), clear, tokenised
+
+
+def test_a_clear_pii_role_reads_the_values_behind_vault_tokens(tmp_path: Path) -> None:
+    """Gold as silver makes it: names and e-mails are vault tokens. The pii_reader file holds the
+    clear values the vault maps them to, the analyst's partial mask shows the clear domain, a
+    hash mask hashes the token (a pseudonym no dictionary of e-mails reverses), and no role file
+    but the pii_reader's holds a clear value."""
+    lake, policy, tables, clear, tokenised = tokenised_gold_lake(tmp_path)
+    build_role_stores(lake, policy, tables)
 
     reader = table(role_path(lake, "pii_reader"), "gold.customers").sort("customer_id")
     assert reader.equals(clear)
