@@ -450,7 +450,14 @@ def _erase(lake: Lake, request: str) -> int:
     for table, rows in sorted(done.rows.items()):
         print(f"erased {rows} row(s) from {table}")
     for path in done.served_removed:
-        print(f"removed role store {path} (serve the roles again to rebuild it from gold)")
+        print(f"removed role store {path}")
+    from lakehouse.core.serve import serving_enabled
+
+    if serving_enabled(lake):  # the role files and PostgreSQL served gold with the subject
+        print("serving again from gold without the subject (role files, PostgreSQL if configured)")
+        if _serve(lake, None, None) != 0:
+            print("error: serving failed; run `lakehouse serve` again", file=sys.stderr)
+            return 2
     print(
         f"erasure {done.request_id}: {done.total} row(s) in {len(done.rows)} table(s), "
         "old versions vacuumed and their log expired; gold aggregates follow at the next "

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import polars as pl
+import psycopg2
 import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
@@ -21,8 +22,11 @@ from polars.testing import assert_frame_equal
 from lakehouse.cli import main
 from lakehouse.core import follow, system
 from lakehouse.core.lake import Lake
+from lakehouse.core.serve import POSTGRES_ENV
+from lakehouse.core.serve_postgres import libpq_uri
 from lakehouse.core.vault import vault_uri
 from lakehouse_tests.conftest import materialize_all
+from lakehouse_tests.servers import postgres
 from lakehouse_tests.small_lake import HEADER, deliver, order, text
 
 pytestmark = pytest.mark.slow
@@ -114,14 +118,36 @@ def silver(lake: Lake, source: str) -> pl.DataFrame:
     return pl.read_delta(lake.table_uri("silver", source))
 
 
+def served_values(pg, needles: list[str]) -> set[str]:
+    """The needles some served PostgreSQL table holds as a whole value (any text column)."""
+    with psycopg2.connect(libpq_uri(pg.url)) as con, con.cursor() as cur:
+        cur.execute(
+            "select table_schema, table_name, column_name from information_schema.columns "
+            "where table_schema in ('gold', 'metrics', '_restricted') "
+            "and data_type in ('text', 'character varying')"
+        )
+        found = set()
+        for schema, table, column in cur.fetchall():
+            cur.execute(
+                f'select distinct "{column}" from "{schema}"."{table}" where "{column}" = any(%s)',
+                [needles],
+            )
+            found |= {r[0] for r in cur.fetchall()}
+    return found
+
+
 def test_an_erased_subject_leaves_no_byte_behind(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     root, home = tmp_path / "root", tmp_path / "dagster"
     home.mkdir()
     deliver_lake(root)
     lake = Lake(str(root))
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test(temp_dir=str(home)) as instance, postgres() as pg:
         materialize_all(lake, instance)
+        # gold served: role files and PostgreSQL (the vault's pairs in _restricted) hold him too
+        monkeypatch.setenv(POSTGRES_ENV, pg.url)
+        assert main(["--root", str(root), "serve"]) == 0
+        assert served_values(pg, [GONE, GONE_NAME]) == {GONE, GONE_NAME}
         quarantined = pl.read_delta(lake.table_uri("quarantine", "orders"))
         assert quarantined.height == 2 and set(quarantined.get_column("customer")) == {GONE}
         vault = pl.read_delta(vault_uri(lake))
@@ -156,6 +182,10 @@ def test_an_erased_subject_leaves_no_byte_behind(tmp_path: Path, monkeypatch, ca
 
         after = scan([root, home], needles)
         assert after == {n: [] for n in needles}, after
+        # served again from gold without him: PostgreSQL holds neither his values nor tokens
+        assert "serving again" in out
+        assert served_values(pg, needles) == set()
+        assert served_values(pg, [KEPT, KEPT_NAME]) == {KEPT, KEPT_NAME}
         # an old version cannot be read any more
         for source, version in versions.items():
             with pytest.raises(Exception):  # noqa: B017 - the log entries are gone

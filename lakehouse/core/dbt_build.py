@@ -192,6 +192,15 @@ def _node_result(result: Any) -> NodeResult | None:
     )
 
 
+def _missing_silver_sources(lake: Lake) -> list[str]:
+    from lakehouse.core import delta
+    from lakehouse.core.gold import ensure_manifest
+
+    sources = json.loads(ensure_manifest().read_text())["sources"].values()
+    names = sorted({s["name"] for s in sources if s["source_name"] == "silver"})
+    return [n for n in names if delta.open_table(lake, lake.table_uri("silver", n)) is None]
+
+
 def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
     """`dbt docs generate --static` into the lake's dbt target folder when the project changed
     since the docs were last generated, none exist, or a model of `built` (names) is not in the
@@ -211,6 +220,13 @@ def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
         cataloged = {uid.split(".")[-1] for uid in nodes}
         if set(built) <= cataloged:
             return None
+    missing = _missing_silver_sources(lake)
+    if missing:  # `docs generate` compiles every model: one over a missing table fails it
+        msg = (
+            "the mart catalog needs a silver table for every source of the dbt project; "
+            f"missing: {', '.join(missing)}"
+        )
+        raise DbtBuildError(msg)
     done = invoke(lake, ["docs", "generate"], ["--static"])
     # `docs generate` opens the silver sources as views but runs no on-run-end hook: drop them
     dropped = invoke(lake, ["run-operation", "drop_silver_views"])
