@@ -8,7 +8,7 @@ so the same delivery never runs twice. Silver follows through automation; gold f
 changed event dates through the gold sensor below.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import polars as pl
@@ -87,9 +87,13 @@ def ledger_from_lake(lake: Lake) -> Ledger:
     )
 
 
-def run_request(load: Load) -> dg.RunRequest:
-    """One run for the load's bronze assets over its dates (a partition or a partition range)."""
-    assets = [bronze_key(s) for s in load.sources]
+def run_request(load: Load, children: Mapping[str, Sequence[str]] | None = None) -> dg.RunRequest:
+    """One run for the load's bronze assets over its dates (a partition or a partition range).
+
+    `children`: source -> its child sources (`explode:`), which read the source's landed files:
+    their bronze loads in the same run."""
+    children = children or {}
+    assets = [bronze_key(c) for s in load.sources for c in (s, *children.get(s, ()))]
     tags = {"lakehouse/trigger": "landing_sensor", "lakehouse/files": str(len(load.files))}
     if load.start == load.end:
         return dg.RunRequest(
@@ -107,7 +111,11 @@ def run_request(load: Load) -> dg.RunRequest:
 
 
 def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
-    sources = [c.name for c in contracts]
+    sources = [c.name for c in contracts if not c.parent]  # a child reads its parent's folder
+    children: dict[str, list[str]] = {}
+    for c in contracts:
+        if c.parent:
+            children.setdefault(c.parent, []).append(c.name)
 
     @dg.sensor(
         name="landing_sensor",
@@ -115,7 +123,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         "(local directory or S3); deleted files start nothing.",
         minimum_interval_seconds=TICK_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        target=[bronze_key(s) for s in sources],
+        target=[bronze_key(c.name) for c in contracts],
     )
     def landing_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource
@@ -150,7 +158,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
             f"({result.deferred} deferred), {len(loads)} run(s)"
         )
         return dg.SensorResult(
-            run_requests=[run_request(load) for load in loads],
+            run_requests=[run_request(load, children) for load in loads],
             cursor=result.ledger.encode(),
         )
 

@@ -241,3 +241,19 @@ def test_a_sensor_without_a_cursor_starts_from_what_bronze_loaded(tmp_path: Path
         ("2024-01-01", "2024-01-01", ["orders"]),
         ("2024-01-04", "2024-01-04", ["orders"]),
     ]
+
+
+def test_a_nested_file_loads_its_child_sources_in_the_same_run(tmp_path: Path) -> None:
+    """A child source (`explode:`) has no landing folder of its own: the parent's new file
+    requests the child's bronze too, in the parent's run."""
+    nested = load_contracts(Path(__file__).resolve().parents[1] / "contracts/sources/nested")
+    sensor = build_landing_sensor(nested)
+    lake = Lake(str(tmp_path))
+    record = '{"order_id": "w1", "payload": {"customer": {"id": 1}, "lines": []}}\n'
+    deliver(lake, "web_orders", "2024-01-01", "a.ndjson", record)
+    context = dg.build_sensor_context(
+        resources={"lake": LakeResource(root=lake.root), "s3": S3Resource()}
+    )
+    assert requested(sensor(context)) == [
+        ("2024-01-01", "2024-01-01", ["web_orders", "web_orders__lines"])
+    ]
