@@ -227,9 +227,12 @@ def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
             f"missing: {', '.join(missing)}"
         )
         raise DbtBuildError(msg)
-    done = invoke(lake, ["docs", "generate"], ["--static"])
-    # `docs generate` opens the silver sources as views but runs no on-run-end hook: drop them
-    dropped = invoke(lake, ["run-operation", "drop_silver_views"])
+    try:
+        done = invoke(lake, ["docs", "generate"], ["--static"])
+    finally:
+        # `docs generate` opens the silver sources as views but runs no on-run-end hook: drop
+        # them, whether or not it got through
+        dropped = invoke(lake, ["run-operation", "drop_silver_views"])
     if not done.success or not dropped.success or not page.exists():
         msg = f"dbt docs generate failed; see {target / 'dbt.log'}"
         raise DbtBuildError(msg)
