@@ -39,7 +39,7 @@ from lakehouse.core import delta, retention, system
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import s3_client, split_s3_uri
-from lakehouse.core.publish import CHANGES_KEY
+from lakehouse.core.publish import CHANGES_KEY, CHANGES_THROUGH_KEY, last_change_version
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +208,16 @@ def expire_log(lake: Lake, uri: str, *, retention_hours: float, writers_held: bo
     before = _log_files(lake, uri)
     standing = table.metadata().configuration.get(LOG_RETENTION)
     wanted = f"interval {int(retention_hours)} hours"
-    if standing != wanted:
+    if standing != wanted or retention_hours < SAFE_RETENTION_HOURS:
+        # The checkpoint's own commit outlives the expiry and vouches for the last version that
+        # changed data, so a reader behind the expired commits knows whether it missed a change
+        # (zero retention: the writers are held, this commit races nobody). Without it, a reader
+        # behind an expired commit rebuilds whole (`publish.changes_since`).
+        through = last_change_version(lake, uri)
+        vouch = {CHANGES_THROUGH_KEY: through} if through is not None else {}
         table.alter.set_table_properties(
-            {LOG_RETENTION: wanted}, commit_properties=delta.commit_properties(step="expire log")
+            {LOG_RETENTION: wanted},
+            commit_properties=delta.commit_properties(step="expire log", **vouch),
         )
     table.create_checkpoint()
     table.cleanup_metadata()

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -391,6 +392,46 @@ def _plan(
     )
 
 
+CHANGES_THROUGH_KEY = "lakehouse.changes_through"
+"""Written by a log expiry (`lakehouse.core.maintenance.expire_log`) in a commit that outlives it:
+the last version that changed data among the commits it may remove."""
+_NO_DATA_CHANGE = (
+    "CREATE TABLE",
+    "OPTIMIZE",
+    "ADD COLUMN",
+    "VACUUM START",
+    "VACUUM END",
+    "SET TBLPROPERTIES",
+)
+
+
+def _changed(commit: Mapping[str, Any]) -> dict[str, list[int]] | None:
+    """What a commit changed: event date -> [inserted, updated, deleted] from its record, {}
+    for a commit that changes no data, None for a data change without a record (everything)."""
+    recorded = commit.get(CHANGES_KEY)
+    if recorded is not None:
+        return json.loads(recorded)
+    if commit.get("step") == CREATE_STEP or str(commit.get("operation", "")) in _NO_DATA_CHANGE:
+        return {}
+    return None
+
+
+def last_change_version(lake: Lake, uri: str) -> int | None:
+    """The latest version of the table at `uri` whose commit changed data (None: none in the
+    log), counting the changes an earlier log expiry vouched for."""
+    table = delta.open_table(lake, uri)
+    if table is None:
+        return None
+    found = -1
+    for commit in table.history():
+        v = commit.get("version")
+        if v is not None and _changed(commit) != {}:
+            found = max(found, v)
+        if commit.get(CHANGES_THROUGH_KEY) is not None:
+            found = max(found, int(commit[CHANGES_THROUGH_KEY]))
+    return found if found >= 0 else None
+
+
 def changes_since(
     lake: Lake, source: str, version: int | None
 ) -> tuple[int | None, dict[str, list[int]], bool]:
@@ -398,7 +439,9 @@ def changes_since(
 
     `whole` is true when a commit changed data without saying which dates (a table written
     before change records, or by another tool), or when commits after `version` are no longer in
-    the log (expired by maintenance while the reader was away): its readers must rebuild everything.
+    the log and the expiry that removed them does not vouch that none of them changed data after
+    `version` (the reader was away longer than the log's retention): its readers must rebuild
+    everything.
     """
     table = delta.open_table(lake, lake.table_uri("silver", source))
     if table is None:
@@ -409,32 +452,25 @@ def changes_since(
     limit = None if version is None else latest - version
     changes: dict[str, list[int]] = {}
     whole = False
-    seen: set[int] = set()
+    seen: dict[int, Mapping[str, Any]] = {}
     for commit in table.history(limit):
         v = commit.get("version")
-        if v is not None:
-            seen.add(v)
-        if version is not None and v is not None and v <= version:
+        if v is None or (version is not None and v <= version):
             continue
-        recorded = commit.get(CHANGES_KEY)
-        if recorded is None and commit.get("step") == CREATE_STEP:
+        seen[v] = commit
+        changed = _changed(commit)
+        if changed is None:
+            whole = True
             continue
-        if recorded is None:
-            operation = str(commit.get("operation", ""))
-            if operation not in (
-                "CREATE TABLE",
-                "OPTIMIZE",
-                "ADD COLUMN",
-                "VACUUM START",
-                "VACUUM END",
-                "SET TBLPROPERTIES",
-            ):
-                whole = True
-            continue
-        for day, counts in json.loads(recorded).items():
+        for day, counts in changed.items():
             into = changes.setdefault(day, [0, 0, 0])
             for i, n in enumerate(counts):
                 into[i] += n
-    if version is not None and not seen.issuperset(range(version + 1, latest + 1)):
-        whole = True
+    if version is not None:
+        missing = [v for v in range(version + 1, latest + 1) if v not in seen]
+        if missing:
+            after = [v for v in sorted(seen) if v > missing[-1] and CHANGES_THROUGH_KEY in seen[v]]
+            vouched = int(seen[after[0]][CHANGES_THROUGH_KEY]) if after else None
+            if vouched is None or vouched > version:
+                whole = True
     return latest, changes, whole
