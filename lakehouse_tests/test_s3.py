@@ -59,7 +59,7 @@ def test_whole_chain_landing_to_gold_on_s3(s3_env: S3Server, jaffle_raw: Path) -
     assert lake.is_s3 and lake.storage_options["aws_endpoint_url"] == s3_env.endpoint
     seeded = seed(lake, days=2, raw_dir=jaffle_raw)
     results = materialize_all(lake, dg.DagsterInstance.ephemeral())
-    assert [r.success for r in results] == [True] * 4  # chain, whole gold, daily gold, metrics
+    assert [r.success for r in results] == [True, True]  # the chain, then one gold run
     # every layer is a Delta table in the bucket
     keys = {
         o["Key"]
