@@ -229,7 +229,16 @@ class Materialize:
 
 
 def lake_tables(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
-    """Every Delta table of the lake's layers: (schema, sorted rows) without per-run columns."""
+    """Every Delta table of the lake's layers: (schema, sorted rows) without per-run columns.
+
+    Vault tokens are random per lake: each is replaced by the clear value it stands for, and
+    what is derived from tokens (silver's row hash, gold's surrogate keys, the snapshot's
+    version ids) is left out."""
+    vault_dir = root / "lake" / "_restricted" / "pii_vault"
+    clear = {}
+    if (vault_dir / "_delta_log").is_dir():
+        pairs = pl.read_delta(str(vault_dir)).select("token", "value")
+        clear = dict(zip(pairs["token"], pairs["value"], strict=True))
     tables = {}
     for layer in LAYERS:
         layer_dir = root / "lake" / layer
@@ -241,8 +250,14 @@ def lake_tables(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
                 [
                     c
                     for c in df.columns
-                    if c in RUN_COLUMNS or (c.startswith("_") and c.endswith("_at"))
+                    if c in RUN_COLUMNS
+                    or (c.startswith("_") and c.endswith("_at"))
+                    or c in ("_row_hash", "dbt_scd_id")
+                    or c.endswith("_sk")
                 ]
+            )
+            df = df.with_columns(
+                pl.col(c).replace(clear) for c, t in df.schema.items() if t == pl.String
             )
             df = df.select(sorted(df.columns))
             tables[f"{layer}/{table_dir.name}"] = (

@@ -123,9 +123,12 @@ def build_and_publish(
     selected = sorted(context.selected_asset_keys, key=lambda k: k.to_user_string())
     args = ["--select", *(k.path[-1] for k in selected), "--indirect-selection", indirect_selection]
     shown = f"`dbt build {' '.join(args)}`"
-    context.log.info(f"Running dbt command: {shown}")
+    # The Python logger: the run's event log captures it, and `lakehouse materialize` prints it
+    # (its runs' console logger shows warnings only).
+    step_log = dg.get_dagster_logger()
+    step_log.info(f"Running dbt command: {shown}")
     result = dbt_build.invoke(lake, ["build"], args, dates=dates)
-    context.log.info(
+    step_log.info(
         f"Finished dbt command: {shown} in {result.seconds:.2f} s"
         + (f" (parse {result.parse_seconds:.2f} s)" if result.parse_seconds else "")
     )
