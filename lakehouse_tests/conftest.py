@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 # In-process Dagster definitions read their first daily partition once, at import: tests pin it to
@@ -78,3 +79,27 @@ def run(
     *args: str, cwd: Path | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+TOKEN_DERIVED = ("_row_hash", "dbt_scd_id")
+"""Columns computed from vault tokens (silver's row hash, the snapshot's version ids), beside
+gold's surrogate keys (`*_sk`)."""
+
+
+def detokenised(lake: Lake, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with each vault token replaced by the clear value it stands for and, if it holds
+    tokens, without the columns computed from them. Tokens are random per lake: two lakes built
+    from the same files compare through this."""
+    from lakehouse.core import vault
+
+    tokens = [
+        c
+        for c, dtype in frame.schema.items()
+        if dtype == pl.String
+        and frame.get_column(c).drop_nulls().str.starts_with(vault.TOKEN_PREFIX).any()
+    ]
+    if not tokens:
+        return frame
+    clear = vault.clear_values(lake, {t for c in tokens for t in frame.get_column(c).drop_nulls()})
+    derived = [c for c in frame.columns if c in TOKEN_DERIVED or c.endswith("_sk")]
+    return frame.drop(derived).with_columns(pl.col(c).replace(clear) for c in tokens)

@@ -14,13 +14,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from lakehouse.core import vault
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import PROJECT_DIR, Lake
-from lakehouse.core.publish import ROW_HASH
 from lakehouse.core.seed import seed
 from lakehouse.definitions import defs
-from lakehouse_tests.conftest import resources_for
+from lakehouse_tests.conftest import detokenised, resources_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,21 +75,6 @@ def snapshot(lake: Lake) -> dict[str, pl.DataFrame]:
                 frame = detokenised(lake, frame)
                 tables[f"{layer}/{source}"] = frame.sort(frame.columns)
     return tables
-
-
-def detokenised(lake: Lake, frame: pl.DataFrame) -> pl.DataFrame:
-    tokens = [
-        c
-        for c, dtype in frame.schema.items()
-        if dtype == pl.String
-        and frame.get_column(c).drop_nulls().str.starts_with(vault.TOKEN_PREFIX).any()
-    ]
-    if not tokens:
-        return frame
-    clear = vault.clear_values(lake, {t for c in tokens for t in frame.get_column(c).drop_nulls()})
-    # the row hash is taken over the tokens: it differs per lake as they do
-    frame = frame.drop([c for c in (ROW_HASH,) if c in frame.columns])
-    return frame.with_columns(pl.col(c).replace_strict(clear, default=None) for c in tokens)
 
 
 def gold_revenue(lake: Lake) -> pl.DataFrame:

@@ -42,6 +42,7 @@ from lakehouse.defs.recovery import (
     slot_holders,
     slot_waits,
 )
+from lakehouse_tests.conftest import detokenised
 
 DAYS = 4
 RUN_TIMEOUT = 240.0
@@ -234,11 +235,7 @@ def lake_tables(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
     Vault tokens are random per lake: each is replaced by the clear value it stands for, and
     what is derived from tokens (silver's row hash, gold's surrogate keys, the snapshot's
     version ids) is left out."""
-    vault_dir = root / "lake" / "_restricted" / "pii_vault"
-    clear = {}
-    if (vault_dir / "_delta_log").is_dir():
-        pairs = pl.read_delta(str(vault_dir)).select("token", "value")
-        clear = dict(zip(pairs["token"], pairs["value"], strict=True))
+    lake = Lake(str(root))
     tables = {}
     for layer in LAYERS:
         layer_dir = root / "lake" / layer
@@ -250,15 +247,10 @@ def lake_tables(root: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
                 [
                     c
                     for c in df.columns
-                    if c in RUN_COLUMNS
-                    or (c.startswith("_") and c.endswith("_at"))
-                    or c in ("_row_hash", "dbt_scd_id")
-                    or c.endswith("_sk")
+                    if c in RUN_COLUMNS or (c.startswith("_") and c.endswith("_at"))
                 ]
             )
-            df = df.with_columns(
-                pl.col(c).replace(clear) for c, t in df.schema.items() if t == pl.String
-            )
+            df = detokenised(lake, df)
             df = df.select(sorted(df.columns))
             tables[f"{layer}/{table_dir.name}"] = (
                 {c: str(t) for c, t in df.schema.items()},
