@@ -160,7 +160,10 @@ def invoke(
     Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
     with _LOCK, environ_for_call(dbt_env(lake, dates)):
         manifest, parse_seconds = _manifest(lake, target)
-        full = [*command, *_base_args(target), *args]
+        # A build's results come back in memory: writing manifest.json and run_results.json
+        # would cost more than a one-day build's SQL. `docs generate` writes the catalog's.
+        quiet_json = [] if list(command[:1]) == ["docs"] else ["--no-write-json"]
+        full = [*command, *_base_args(target), *quiet_json, *args]
         started = time.monotonic()
         try:
             # a build compiles nodes in place (ephemeral CTEs injected): each gets its own copy
