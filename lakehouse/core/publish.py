@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from lakehouse.core import delta
 from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE
@@ -176,10 +177,15 @@ def publish(
     *,
     fallback: Fallback,
     frozen: pl.DataFrame | None = None,
+    admit: Callable[[pl.DataFrame], bool] | None = None,
     run_id: str,
     step: str = "silver publish",
-) -> PublishResult:
+) -> PublishResult | None:
     """Bring silver's rows of the keys `batch` affects to their latest valid version.
+
+    A publish that only inserts keys silver does not hold appends them (no MERGE, whose cost
+    follows the table, not the batch); any other change is one MERGE. Both claim the table
+    (`commit_properties`), so a concurrent publish of the same keys conflicts and is rerun.
 
     Args:
         batch: The valid rows of landing `dates`, one per key, as `prepare` returns them.
@@ -187,9 +193,15 @@ def publish(
             no longer holds are retracted (or replaced by an older version from another date).
         fallback: Looks up older versions in bronze's other landing dates.
         frozen: Keys whose silver rows stay as they are (their new rows are held back).
+        admit: Given silver's rows of the batch's keys and of `dates` as read, whether to go
+            on; when it says no, nothing is written and the publish returns None.
     """
     keys = list(contract.primary_key)
+    uri = lake.table_uri("silver", contract.name)
+    read_version = delta.table_version(lake, uri)
     state = current_state(lake, contract, batch.select(keys), dates)
+    if admit is not None and not admit(state):
+        return None
     if frozen is not None and not frozen.is_empty() and not state.is_empty():
         state = state.join(frozen.select(keys).unique(), on=keys, how="anti")
     plan = _plan(contract, batch, state, dates, fallback)
@@ -199,7 +211,9 @@ def publish(
         return result
     result.changes = plan.changes
     metadata = {CHANGES_KEY: json.dumps(plan.changes, sort_keys=True)}
-    uri = lake.table_uri("silver", contract.name)
+    properties = delta.commit_properties(
+        claims=[f"silver/{contract.name}"], step=step, run_id=run_id, **metadata
+    )
     data_columns = [c for c in plan.source.columns if c not in (_OP, _TARGET)]
     schema = plan.source.select(data_columns).to_arrow().schema
     if delta.open_table(lake, uri) is None:
@@ -215,27 +229,19 @@ def publish(
     delta.add_columns(lake, uri, schema, run_id=run_id)
     table = delta.open_table(lake, uri)
     assert table is not None
-    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-    if contract.event_time:
-        targets = plan.source.get_column(_TARGET).drop_nulls().unique().sort().to_list()
-        predicate = (
-            f"{delta.in_predicate('t.' + EVENT_DATE, targets)} "
-            f"AND t.{EVENT_DATE} = s.{_TARGET} AND {predicate}"
+    if plan.inserts_only and table.version() == read_version:
+        # The state was read at this very version: the keys are new to it, and a concurrent
+        # publish committed since conflicts on the claim.
+        write_deltalake(
+            table,
+            plan.source.select(data_columns).to_arrow(),
+            mode="append",
+            schema_mode="merge",
+            partition_by=[EVENT_DATE] if contract.event_time else None,
+            commit_properties=properties,
         )
-    columns = {c: f"s.{c}" for c in data_columns}
-    (
-        table.merge(
-            plan.source.to_arrow(),
-            predicate=predicate,
-            source_alias="s",
-            target_alias="t",
-            commit_properties=delta.commit_properties(step=step, run_id=run_id, **metadata),
-        )
-        .when_matched_delete(predicate=f"s.{_OP} = 'delete'")
-        .when_matched_update(updates=columns, predicate=f"s.{_OP} = 'upsert'")
-        .when_not_matched_insert(updates=columns, predicate=f"s.{_OP} = 'upsert'")
-        .execute()
-    )
+    else:
+        _merge(contract, table, plan.source, data_columns, properties)
     result.version = delta.table_version(lake, uri)
     # Every change is pinned to the target partitions; unchanged affected keys stay where the
     # state found them: reading those partitions again is reading every affected row.
@@ -262,6 +268,37 @@ def publish(
     return result
 
 
+def _merge(
+    contract: Contract,
+    table: DeltaTable,
+    source: pl.DataFrame,
+    data_columns: list[str],
+    properties: CommitProperties,
+) -> None:
+    """The plan as one MERGE, pinned to the event-date partitions it touches."""
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in contract.primary_key)
+    if contract.event_time:
+        targets = source.get_column(_TARGET).drop_nulls().unique().sort().to_list()
+        predicate = (
+            f"{delta.in_predicate('t.' + EVENT_DATE, targets)} "
+            f"AND t.{EVENT_DATE} = s.{_TARGET} AND {predicate}"
+        )
+    columns = {c: f"s.{c}" for c in data_columns}
+    (
+        table.merge(
+            source.to_arrow(),
+            predicate=predicate,
+            source_alias="s",
+            target_alias="t",
+            commit_properties=properties,
+        )
+        .when_matched_delete(predicate=f"s.{_OP} = 'delete'")
+        .when_matched_update(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+        .when_not_matched_insert(updates=columns, predicate=f"s.{_OP} = 'upsert'")
+        .execute()
+    )
+
+
 @dataclass
 class _Plan:
     source: pl.DataFrame
@@ -270,6 +307,8 @@ class _Plan:
     affected_keys: pl.DataFrame
     won: pl.DataFrame
     affected: int = 0
+    inserts_only: bool = False
+    """Every change inserts a key the state does not hold."""
 
 
 def _plan(
@@ -389,6 +428,7 @@ def _plan(
         affected_keys=affected,
         won=chosen.select(*keys, LANDING_DATE),
         affected=affected.height,
+        inserts_only=updates.is_empty() and moves.is_empty() and delete_rows.is_empty(),
     )
 
 

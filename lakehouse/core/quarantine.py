@@ -59,15 +59,20 @@ def write_quarantine(
     bronze_versions: pl.DataFrame,
     *,
     run_id: str,
+    files: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Bring the open quarantine rows of `dates` in line with `invalid`; returns rows added per date.
 
     Args:
         invalid: This evaluation's failing rows of `dates`.
         bronze_versions: The (`_source_file`, `_source_sha256`) pairs bronze holds for `dates`.
+        files: Only the rows of these landed files are brought in line (an evaluation of some
+            files of a date); the date's other rows stay as they are.
     """
     uri = lake.table_uri("quarantine", contract.name)
     frame = delta.scan(lake, uri, partition_column=LANDING_DATE, partitions=list(dates))
+    if frame is not None and files is not None:
+        frame = frame.filter(pl.col(SOURCE_FILE).is_in(list(files)))
     now = datetime.now(UTC).replace(tzinfo=None)
     fresh = invalid.with_columns(
         pl.lit(run_id).alias(RUN_ID),
@@ -80,7 +85,7 @@ def write_quarantine(
     if frame is None:
         if fresh.is_empty():
             return {}
-        _replace(lake, uri, fresh, dates, run_id)
+        _replace(lake, uri, fresh, dates, run_id, files)
         return dict(fresh.group_by(LANDING_DATE).len().iter_rows())
     existing = frame.collect()
     for column, dtype in ((RETIRED_RUN_ID, pl.String), (RETIRED_AT, pl.Datetime("us"))):
@@ -122,7 +127,7 @@ def write_quarantine(
     rows = pl.concat(
         [updated.filter(pl.col(LANDING_DATE).is_in(touched)), added], how="diagonal_relaxed"
     )
-    _replace(lake, uri, rows, touched, run_id)
+    _replace(lake, uri, rows, touched, run_id, files)
     log.info(
         "quarantine %s: %d row(s) added, %d retired, %d now passing",
         contract.name,
@@ -133,12 +138,22 @@ def write_quarantine(
     return dict(added.group_by(LANDING_DATE).len().iter_rows())
 
 
-def _replace(lake: Lake, uri: str, rows: pl.DataFrame, dates: Sequence[str], run_id: str) -> None:
+def _replace(
+    lake: Lake,
+    uri: str,
+    rows: pl.DataFrame,
+    dates: Sequence[str],
+    run_id: str,
+    files: Sequence[str] | None = None,
+) -> None:
+    predicate = delta.in_predicate(LANDING_DATE, list(dates))
+    if files is not None:
+        predicate += f" AND {delta.in_predicate(SOURCE_FILE, list(files))}"
     delta.replace_where(
         lake,
         uri,
         rows,
-        delta.in_predicate(LANDING_DATE, list(dates)),
+        predicate,
         partition_by=[LANDING_DATE],
         step="quarantine",
         run_id=run_id,

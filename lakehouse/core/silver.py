@@ -14,6 +14,9 @@ For a set of landing dates (the Dagster partitions of a run), in bounded chunks 
    then holds, for every key they affect, the latest valid version among bronze's rows;
 6. check the published rows (one per key, the keys the dates' bronze rows make) and reconcile.
 
+A date that only gained new files since its last published evaluation (a stream's micro-batch)
+is evaluated on those files alone, with the same outcome (`lakehouse.core.silver_increment`).
+
 Every bronze row of a date ends in exactly one place (accepted, quarantined, a duplicate within
 the date, superseded by a later version from another date, or held), and `PartitionAudit`
 counts each.
@@ -51,6 +54,7 @@ from lakehouse.core.publish import (
 )
 from lakehouse.core.quarantine import write_quarantine
 from lakehouse.core.readers import RAW_LINE, ROW_NUMBER
+from lakehouse.core.silver_increment import publish_new_files
 from lakehouse.core.validation import ERRORS, RULES, split_rows
 
 log = logging.getLogger(__name__)
@@ -173,6 +177,8 @@ def load_silver(
             len(todo),
             len(dates) - len(todo),
         )
+    if not reprocess:
+        todo = [d for d in todo if not publish_new_files(lake, contract, d, triage, run_id, result)]
     blocked_before = {d for d, s in previous.items() if s["status"] == "blocked"}
     blocked_before |= system.blocked_dates(lake, "silver", contract.name) - set(dates)
     for chunk in _chunks(counts, todo):
@@ -498,6 +504,7 @@ def _load_chunk(
         frozen=frozen,
         run_id=run_id,
     )
+    assert published is not None  # no `admit`: a publish always goes on
     result.add_changes(published)
     _table_checks(contract, audits, open_dates, blocked, published)
 
