@@ -106,6 +106,41 @@ def _wait_idle(home: Path, quiet: float, log: Callable[[str], None]) -> bool:
     return False
 
 
+def _runs_since(home: Path, since: float) -> list[dict]:
+    """Where the time went: each run created after `since` (wall clock), with the seconds from
+    the delivery to its creation (the sensor tick), to its start (the queue and the run
+    process's start-up), to its end, and each step's seconds."""
+    import dagster as dg
+
+    out = []
+    with _instance(home) as instance:
+        records = instance.get_run_records(dg.RunsFilter(created_after=_utc(since)))
+        for record in sorted(records, key=lambda r: r.create_timestamp):
+            run = record.dagster_run
+            steps: dict[str, list[float]] = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+                    steps.setdefault(event.step_key or "", []).append(entry.timestamp)
+            out.append(
+                {
+                    "trigger": run.tags.get("lakehouse/trigger")
+                    or run.tags.get("dagster/sensor_name", ""),
+                    "created": round(record.create_timestamp.timestamp() - since, 1),
+                    "started": round((record.start_time or since) - since, 1),
+                    "ended": round((record.end_time or since) - since, 1),
+                    "steps": {k: round(v[-1] - v[0], 1) for k, v in steps.items() if len(v) > 1},
+                }
+            )
+    return out
+
+
+def _utc(timestamp: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 def _instance(home: Path):
     import dagster as dg
 
@@ -162,7 +197,7 @@ def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
         if not _wait_idle(home, 2 * AUTOMATION_TICK_SECONDS + 5, log):
             return {"seconds": None, "reason": f"daemon not idle within {TIMEOUT:.0f} s"}
         log(f"latency: delivering {days[1]}")
-        started = time.monotonic()
+        started, delivered_at = time.monotonic(), time.time()
         _deliver(jaffle, root, days[1])
         seconds = _wait(root, days[1], started)
         if seconds is None:
@@ -170,10 +205,14 @@ def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
         log(f"latency: {days[1]} in silver after {seconds:.1f} s; waiting for gold")
         gold = _wait(root, days[1], started, _gold_done)
         log(f"latency: {days[1]} in all of gold after {gold} s")
+        runs = _runs_since(home, delivered_at)
+        for run in runs:
+            log(f"latency: run {run}")
         return {
             "seconds": seconds,
             "gold_seconds": gold,
             "warmup_seconds": warmup,
+            "runs": runs,
             "detail": f"all of gold {gold:.1f} s (target <= 45 s); warm-up day {warmup:.1f} s"
             if gold is not None
             else f"gold not done within {TIMEOUT:.0f} s; warm-up day {warmup:.1f} s",

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from dagster_slack import SlackResource
 
 from lakehouse.core import alerts
 from lakehouse.core.contract import Contract
@@ -53,6 +52,8 @@ class SlackSink:
     name: str = field(default="slack")
 
     def send(self, alert: dict) -> None:
+        from dagster_slack import SlackResource  # slack_sdk: imported where a Slack sink posts
+
         client = SlackResource(token=self.token).get_client()
         client.chat_postMessage(channel=self.channel, text=alerts.summary(alert))
 

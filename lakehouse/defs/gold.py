@@ -15,7 +15,7 @@ partition range rebuilds that range too. dbt runs inside the step's process
 """
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,10 @@ METRICS_SOURCES = ("fct_orders", "fct_order_items", "customers")
 """The gold tables the semantic layer's headline metrics read."""
 TRIGGER_TAG = "lakehouse/trigger"
 SILVER_CHANGES = "silver_changes"
-"""`TRIGGER_TAG` value of gold runs started for silver's changes: they rebuild just those."""
+"""`TRIGGER_TAG` value of the gold sensor's runs, started for silver's changes."""
+GOLD_TAG = "lakehouse/gold"
+"""`SILVER_CHANGES` on a run whose gold steps take in silver's pending changes, not its
+partitions: the gold sensor's runs and the landing sensor's (bronze, silver, then gold)."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """DuckDB allows one writer per file: every warehouse writer runs in this pool (limit 1)."""
 
@@ -199,6 +202,11 @@ def _evaluation(
     return dg.AssetCheckEvaluation(**fields)
 
 
+def follows_silver(run: dg.DagsterRun) -> bool:
+    """Whether the run's gold steps take in silver's pending changes (and only those)."""
+    return run.tags.get(GOLD_TAG) == SILVER_CHANGES
+
+
 def silver_sources(assets_def: dg.AssetsDefinition) -> list[str]:
     """The silver tables a dbt assets definition reads."""
     return sorted({k.path[-1] for k in assets_def.dependency_keys if k.path[0] == "silver"})
@@ -218,7 +226,7 @@ def gold_daily_marts(context: dg.AssetExecutionContext, lake: LakeResource) -> I
     the_lake = lake.lake()
     todo = follow.pending(the_lake, DAILY_CONSUMER, silver_sources(context.assets_def))
     dates: set[str] | None = set(todo.dates)
-    if context.run.tags.get(TRIGGER_TAG) != SILVER_CHANGES:
+    if not follows_silver(context.run):
         dates |= set(context.partition_keys)
     if todo.whole:
         dates = None  # a change without dates: every date
@@ -310,8 +318,11 @@ class GoldRun:
     run_key: str
 
 
-def buildable_marts(lake: Lake, assets_def: dg.AssetsDefinition) -> list[dg.AssetKey]:
-    """The marts of `assets_def` whose every silver source has a contract and a table.
+def buildable_marts(
+    lake: Lake, assets_def: dg.AssetsDefinition, arriving: Set[str] = frozenset()
+) -> list[dg.AssetKey]:
+    """The marts of `assets_def` whose every silver source has a contract and a table (or is
+    one of the `arriving` sources, whose silver the same run publishes first).
 
     Gold is the team's dbt project: a mart over a source this lake does not have (the demo's
     Jaffle Shop marts in a lake of other sources, or before the first delivery) is not built.
@@ -324,7 +335,10 @@ def buildable_marts(lake: Lake, assets_def: dg.AssetsDefinition) -> list[dg.Asse
         source
         for source in silver_sources(assets_def)
         if source in contracts
-        and delta.open_table(lake, lake.table_uri("silver", source)) is not None
+        and (
+            source in arriving
+            or delta.open_table(lake, lake.table_uri("silver", source)) is not None
+        )
     }
     return [
         key
@@ -358,7 +372,7 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
     is not rebuilt. The run key names the silver versions it takes in.
     """
     keys: list[dg.AssetKey] = []
-    tags = {TRIGGER_TAG: SILVER_CHANGES}
+    tags = {TRIGGER_TAG: SILVER_CHANGES, GOLD_TAG: SILVER_CHANGES}
     versions: dict[str, dict[str, int]] = {}
     whole_keys = buildable_marts(lake, gold_marts)
     whole = follow.pending(lake, WHOLE_CONSUMER, silver_sources(gold_marts))
@@ -389,3 +403,20 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
     if not keys:
         return []
     return [GoldRun(keys, tags, f"gold:{json.dumps(versions, sort_keys=True)}")]
+
+
+def gold_downstream_of(lake: Lake, sources: Set[str]) -> list[dg.AssetKey]:
+    """The gold a run publishing silver `sources` takes on after them: the whole marts those
+    sources reach, the daily marts (over the event dates silver then changed), the headline
+    metrics; as `pending_gold_runs` selects them once silver has changed. The landing sensor's
+    runs carry them with `GOLD_TAG`, so a landed file reaches gold in the run that loads it."""
+    reached = reached_by(gold_marts, set(sources))
+    whole = buildable_marts(lake, gold_marts, sources)
+    keys = [k for k in whole if k in reached]
+    daily = buildable_marts(lake, gold_daily_marts, sources)
+    if set(sources) & set(silver_sources(gold_daily_marts)):
+        keys += daily
+    buildable = {k.path[-1] for k in [*whole, *daily]}
+    if set(METRICS_SOURCES) <= buildable and set(sources) & set(_metric_silver_sources()):
+        keys += sorted(gold_metrics.keys, key=lambda k: k.to_user_string())
+    return keys

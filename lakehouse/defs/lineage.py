@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from lakehouse.core import lineage
 from lakehouse.core.lake import Lake
 from lakehouse.defs.alerts import run_failure
 from lakehouse.defs.resources import LakeResource
+
+if TYPE_CHECKING:  # openlineage costs half a second to import: only the sensor's ticks need it
+    from lakehouse.core import lineage
 
 LINEAGE_TICK_SECONDS = 15
 LOOKBACK = timedelta(hours=24)
@@ -57,6 +60,8 @@ def describe(
 ) -> lineage.Table:
     """An asset as an OpenLineage dataset: its table, columns (the run's metadata, else the
     definition's) and column lineage."""
+    from lakehouse.core import lineage
+
     namespace, name = lineage.table_id(lake, key.path)
     static = dict(graph.get(key).metadata) if graph is not None and graph.has(key) else {}
     found = {**static, **(metadata or {})}
@@ -89,6 +94,8 @@ def run_events(
     states: Iterable[str],
 ) -> list:
     """The OpenLineage events `states` of one run."""
+    from lakehouse.core import lineage
+
     run = record.dagster_run
     planned = set(run.asset_selection or ()) or set(
         _keys(instance, run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
@@ -131,6 +138,8 @@ def run_events(
 def tick(instance: dg.DagsterInstance, lake: Lake, graph, cursor: str | None) -> tuple[str, dict]:
     """One pass: the events of runs that started or finished since `cursor`, written and (with
     `OPENLINEAGE_URL`) delivered. Returns the new cursor and what was done."""
+    from lakehouse.core import lineage
+
     state = json.loads(cursor) if cursor else {}
     after = state.get("after") or (datetime.now(UTC) - LOOKBACK).timestamp()
     started, done = set(state.get("started", [])), list(state.get("done", []))

@@ -1,11 +1,13 @@
-"""The landing sensor: new, changed and late files start the bronze loads of their dates.
+"""The landing sensor: new, changed and late files start the loads of their dates, to gold.
 
 One sensor covers every contracted source, on local disk or S3. Its cursor is the ledger of
 files seen (`lakehouse.core.arrivals`); each tick requests one run per stretch of consecutive
-landing dates with arrivals, for the bronze assets of the sources touched (a single date is a
-partition, a stretch is a single-run partition range). Run keys come from the files' identities,
-so the same delivery never runs twice. Silver follows through automation; gold follows silver's
-changed event dates through the gold sensor below.
+landing dates with arrivals (a single date is a partition, a stretch is a single-run partition
+range). The run takes the sources touched through bronze and silver, then the gold they reach
+over the event dates silver changed: one run start from a landed file to gold. Run keys come
+from the files' identities, so the same delivery never runs twice. Silver tables that reference
+a touched source follow through automation; the gold sensor below takes in whatever silver
+change no run has built yet (automation's runs, a run that failed before gold).
 """
 
 from collections.abc import Mapping, Sequence
@@ -19,15 +21,25 @@ from lakehouse.core.arrivals import Ledger, Load, identity, scan
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import LandingFile, fetched, list_landing_files
-from lakehouse.defs.gold import gold_daily_marts, gold_marts, gold_metrics, pending_gold_runs
+from lakehouse.defs.automation import LANDING_RUN
+from lakehouse.defs.gold import (
+    GOLD_TAG,
+    SILVER_CHANGES,
+    gold_daily_marts,
+    gold_downstream_of,
+    gold_marts,
+    gold_metrics,
+    pending_gold_runs,
+)
 from lakehouse.defs.partitions import daily_partitions
 from lakehouse.defs.resources import LakeResource
-from lakehouse.defs.sources import bronze_key
+from lakehouse.defs.sources import bronze_key, silver_key
 
 MAX_FILES_PER_TICK = 20_000
 """Arrivals beyond this wait for the next tick, so one tick stays far inside the sensor timeout."""
 
-TICK_SECONDS = 15
+TICK_SECONDS = 5
+"""A landed file waits at most this long for the tick that sees it."""
 
 
 def same_as_loaded(lake: Lake):
@@ -87,14 +99,23 @@ def ledger_from_lake(lake: Lake) -> Ledger:
     )
 
 
-def run_request(load: Load, children: Mapping[str, Sequence[str]] | None = None) -> dg.RunRequest:
-    """One run for the load's bronze assets over its dates (a partition or a partition range).
+def run_request(
+    load: Load,
+    children: Mapping[str, Sequence[str]] | None = None,
+    gold: Sequence[dg.AssetKey] = (),
+) -> dg.RunRequest:
+    """One run for the load's bronze and silver assets over its dates (a partition or a
+    partition range), then `gold` (`gold_downstream_of` the sources), which takes in what
+    silver changed.
 
     `children`: source -> its child sources (`explode:`), which read the source's landed files:
-    their bronze loads in the same run."""
+    they load in the same run."""
     children = children or {}
-    assets = [bronze_key(c) for s in load.sources for c in (s, *children.get(s, ()))]
-    tags = {"lakehouse/trigger": "landing_sensor", "lakehouse/files": str(len(load.files))}
+    sources = [c for s in load.sources for c in (s, *children.get(s, ()))]
+    assets = [*map(bronze_key, sources), *map(silver_key, sources), *gold]
+    tags = {**LANDING_RUN, "lakehouse/files": str(len(load.files))}
+    if gold:
+        tags[GOLD_TAG] = SILVER_CHANGES
     if load.start == load.end:
         return dg.RunRequest(
             run_key=load.run_key, asset_selection=assets, partition_key=load.start, tags=tags
@@ -119,11 +140,18 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="landing_sensor",
-        description="Starts bronze loads for new, changed and late landing files of every source "
-        "(local directory or S3); deleted files start nothing.",
+        description="Starts the loads of new, changed and late landing files of every source "
+        "(local directory or S3) through bronze, silver and the gold they reach; deleted files "
+        "start nothing.",
         minimum_interval_seconds=TICK_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        target=[bronze_key(c.name) for c in contracts],
+        target=[
+            *(bronze_key(c.name) for c in contracts),
+            *(silver_key(c.name) for c in contracts),
+            *gold_daily_marts.keys,
+            *gold_marts.keys,
+            *gold_metrics.keys,
+        ],
     )
     def landing_sensor(
         context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource
@@ -157,28 +185,45 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
             f"{len(listing)} landed files, {len(result.arrivals)} new or changed "
             f"({result.deferred} deferred), {len(loads)} run(s)"
         )
-        return dg.SensorResult(
-            run_requests=[run_request(load, children) for load in loads],
-            cursor=result.ledger.encode(),
-        )
+        requests = []
+        for load in loads:
+            touched = {c for s in load.sources for c in (s, *children.get(s, ()))}
+            gold = gold_downstream_of(the_lake, touched)
+            requests.append(run_request(load, children, gold))
+        return dg.SensorResult(run_requests=requests, cursor=result.ledger.encode())
 
     return landing_sensor
 
 
 GOLD_TICK_SECONDS = 15
 
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
 
 @dg.sensor(
     name="gold_sensor",
-    description="Starts the gold runs that silver's changes call for: the daily marts for exactly "
-    "the event dates silver changed, the whole marts when one of their sources changed.",
+    description="Starts the gold runs that silver's changes call for when no run is taking them "
+    "in already: the daily marts for exactly the event dates silver changed, the whole marts "
+    "when one of their sources changed.",
     minimum_interval_seconds=GOLD_TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     target=[*gold_daily_marts.keys, *gold_marts.keys, *gold_metrics.keys],
 )
 def gold_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     """One request per pending gold run; the run key names the silver versions it takes in, so
-    the same changes never start two runs."""
+    the same changes never start two runs. While a run whose gold follows silver is queued or
+    going (a landing run, this sensor's last one), the changes are its: the tick waits."""
+    following = context.instance.get_runs_count(
+        dg.RunsFilter(statuses=_ACTIVE, tags={GOLD_TAG: SILVER_CHANGES})
+    )
+    if following:
+        return dg.SensorResult(skip_reason=f"{following} run(s) taking in silver's changes")
     runs = pending_gold_runs(lake.lake())
     if runs:
         context.log.info(f"{len(runs)} gold run(s) for silver's changes")

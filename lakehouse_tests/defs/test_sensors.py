@@ -46,7 +46,11 @@ def requested(result: dg.SensorResult) -> list[tuple[str, str, list[str]]]:
     for request in result.run_requests or []:
         start = request.partition_key or request.tags["dagster/asset_partition_range_start"]
         end = request.partition_key or request.tags["dagster/asset_partition_range_end"]
-        out.append((start, end, sorted(k.path[1] for k in request.asset_selection)))
+        sources = sorted(k.path[1] for k in request.asset_selection if k.path[0] == "bronze")
+        # each run takes its sources through bronze and silver
+        silver = sorted(k.path[1] for k in request.asset_selection if k.path[0] == "silver")
+        assert silver == sources
+        out.append((start, end, sources))
     return out
 
 

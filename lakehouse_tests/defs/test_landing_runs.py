@@ -1,0 +1,121 @@
+"""The landing sensor's runs, executed: a landed file goes through bronze, silver and the gold it
+reaches in ONE run. Afterwards automation and the gold sensor have nothing left to do, also after
+a blocked date (a bad batch is not published, not retried, and gold does not show it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from lakehouse.core.contract import load_contracts
+from lakehouse.core.lake import Lake
+from lakehouse.core.landing import list_landing_files
+from lakehouse.definitions import defs
+from lakehouse.defs.gold import GOLD_TAG, SILVER_CHANGES
+from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
+from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.small_lake import (
+    GOOD,
+    deliver,
+    deliver_reference_data,
+    order,
+    orders_file,
+    text,
+)
+
+pytestmark = pytest.mark.slow
+
+DAY1, DAY2 = "2024-05-01", "2024-05-02"
+SENSOR = build_landing_sensor(load_contracts())
+REVENUE = dg.AssetKey(["gold", "daily_store_revenue"])
+
+
+def tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"lake": LakeResource(root=lake.root), "s3": S3Resource()}
+    )
+    return SENSOR(context)
+
+
+def execute(lake: Lake, instance: dg.DagsterInstance, request: dg.RunRequest):
+    """The requested run, as the daemon would launch it: its selection, partition and tags."""
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    with preserved_environ():
+        return dg.materialize(
+            assets,
+            selection=request.asset_selection,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            resources=resources_for(lake),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def expected_revenue(lake: Lake, days: list[str]) -> pl.DataFrame:
+    """Revenue per store and day from the landed orders of `days`, computed here."""
+    files = [f.uri for f in list_landing_files(lake, "orders") if f.landing_date in days]
+    return duckdb.sql(
+        "select store_id, cast(ordered_at as date) as order_date, count(*) as order_count, "
+        "sum(cast(order_total as bigint)) as revenue "
+        "from read_csv($files, all_varchar = true) group by all order by all",
+        params={"files": files},
+    ).pl()
+
+
+def gold_revenue(lake: Lake) -> pl.DataFrame:
+    frame = pl.read_delta(lake.table_uri("gold", "daily_store_revenue"))
+    return frame.select("store_id", "order_date", "order_count", "revenue").sort(
+        "store_id", "order_date"
+    )
+
+
+def nothing_left(lake: Lake, instance: dg.DagsterInstance, cursor) -> object:
+    """Automation requests nothing more and the gold sensor starts no run; the new cursor."""
+    settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert settled.total_requested == 0
+    context = dg.build_sensor_context(instance=instance, resources=resources_for(lake))
+    assert list(gold_sensor(context).run_requests or []) == []
+    return settled.cursor
+
+
+def test_a_landing_run_takes_its_files_to_gold_and_leaves_nothing_to_follow(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(str(tmp_path))
+    instance = dg.DagsterInstance.ephemeral()
+    automation = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    deliver_reference_data(tmp_path, DAY1)
+    deliver(tmp_path, "orders", DAY1, "orders.csv", orders_file(DAY1))
+    deliver(tmp_path, "items", DAY1, "items.csv", text(["id,order_id,sku", f"i1,{DAY1}-0,JAF-001"]))
+    first = tick(lake, None)
+    [request] = first.run_requests or []
+    selected = {k.to_user_string() for k in request.asset_selection}
+    sources = {"stores", "customers", "products", "orders", "items"}
+    assert {f"bronze/{s}" for s in sources} | {f"silver/{s}" for s in sources} <= selected
+    assert {"gold/daily_store_revenue", "gold/customers", "gold/metrics/revenue"} <= selected
+    assert request.tags[GOLD_TAG] == SILVER_CHANGES
+    assert execute(lake, instance, request).success
+    # one run: the landed orders are in gold, every one of them
+    assert gold_revenue(lake).equals(expected_revenue(lake, [DAY1]))
+    assert gold_revenue(lake)["order_count"].sum() == GOOD
+    automation = nothing_left(lake, instance, automation)
+
+    # a bad batch for day 2 (a quarter of its rows invalid) blocks the date: the run publishes
+    # nothing of it, gold still shows day 1 only, and nobody retries the date
+    bad = [order(f"{DAY2}-bad{i}", DAY2, order_total="-1") for i in range(GOOD // 4)]
+    deliver(tmp_path, "orders", DAY2, "orders.csv", orders_file(DAY2, *bad))
+    [blocked] = tick(lake, first.cursor).run_requests or []
+    assert {k.to_user_string() for k in blocked.asset_selection} >= {"silver/orders"}
+    execute(lake, instance, blocked)
+    assert gold_revenue(lake).equals(expected_revenue(lake, [DAY1]))
+    held = pl.read_delta(lake.table_uri("silver", "orders"))
+    assert held.filter(pl.col("_landing_date") == DAY2).is_empty()
+    nothing_left(lake, instance, automation)
