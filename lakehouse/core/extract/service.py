@@ -10,6 +10,11 @@ landing, bronze and silver). A CDC source's slot lag is measured after every rea
 with each publish; above `lag_warn_bytes` it is logged as a warning (the slot holds that much
 WAL on the source database), and reported even when nothing landed.
 
+Each micro-batch adds a data file to bronze and to silver; past `COMPACT_FILES` data files in a
+table the service compacts it after a publish (`lakehouse.core.maintenance.compact`, bronze's
+landing dates claimed), so reads (silver's key lookups, gold, the bench) do not slow down as the
+day goes on.
+
 A service killed at any point loses nothing and repeats nothing: the landed file carries the
 stream position (acked after it), bronze and silver skip what they already hold, and a service
 starting publishes the landed files bronze has not loaded yet.
@@ -26,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from lakehouse.core.bronze import BronzeResult, load_bronze
+from lakehouse.core import delta, maintenance
+from lakehouse.core.bronze import LANDING_DATE, BronzeResult, load_bronze
 from lakehouse.core.contract import Contract
 from lakehouse.core.extract.landed import ExtractResult
 from lakehouse.core.lake import Lake
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LAG_WARN_BYTES = 1 << 30
 """A CDC slot holding more WAL than this (1 GiB) is reported as lagging."""
+COMPACT_FILES = 64
+"""A table of the source holding more data files than this is compacted after a publish."""
 
 
 @dataclass
@@ -138,9 +146,26 @@ class _Publisher:
         batch.lagging = (lag or 0) > self.lag_warn_bytes
         batch.bronze = load_bronze(self.lake, self.contract, [day], run_id=self.run_id)
         batch.silver = load_silver(self.lake, self.contract, [day], run_id=self.run_id)
+        self._compact()
         batch.seconds = time.monotonic() - started
         if batch.bronze.files_loaded or batch.bronze.files_rejected or batch.silver.evaluated:
             self.report(batch)
+
+    def _compact(self) -> None:
+        for layer, claim in (("bronze", LANDING_DATE), ("silver", None)):
+            uri = self.lake.table_uri(layer, self.contract.name)
+            table = delta.open_table(self.lake, uri)
+            if table is None or len(table.file_uris()) <= COMPACT_FILES:
+                continue
+            removed = maintenance.compact(
+                self.lake, uri, claim_partitions=claim, step="stream compact", run_id=self.run_id
+            )
+            log.info(
+                "stream %s: %s compacted, %d small file(s) rewritten",
+                self.contract.name,
+                layer,
+                removed,
+            )
 
 
 def _lag(contract: Contract) -> int | None:
