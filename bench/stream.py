@@ -163,7 +163,7 @@ def _run(
     span = last_visible - started
     end_to_end = seen.height / span if span else 0.0
     throughput = _steady_rate(timeline, count)
-    batches = _micro_batches(home)
+    batches, capacity = _micro_batches(home)
     result = {
         "messages": count,
         "in_silver": seen.height,
@@ -175,6 +175,7 @@ def _run(
         "latency_p95_seconds": round(p95, 3),
         "latency_max_seconds": round(ordered[-1], 3),
         "micro_batches": batches,
+        "service_rows_per_second": round(capacity),
         "dagster_materializations": batches,
         "throughput_target_met": throughput >= RATE * 0.98 and seen.height == count,
         "p95_target_met": p95 <= P95_TARGET_SECONDS,
@@ -182,7 +183,8 @@ def _run(
     }
     log(
         f"stream: {seen.height:,}/{count:,} in silver, {throughput:,.0f} msg/s, "
-        f"p95 {p95:.2f} s, {batches} micro-batches reported to Dagster"
+        f"p95 {p95:.2f} s, {batches} micro-batches reported to Dagster, publishing at "
+        f"{capacity:,.0f} rows/s"
     )
     return result
 
@@ -197,10 +199,18 @@ def _steady_rate(timeline: list[tuple[float, int]], count: int) -> float:
     return (high[1] - low[1]) / (high[0] - low[0])
 
 
-def _micro_batches(home: Path) -> int:
-    """The silver materializations the service reported on its Dagster instance."""
+def _micro_batches(home: Path) -> tuple[int, float]:
+    """The silver materializations the service reported on its Dagster instance, and the rate
+    its publishes ran at (landed rows over the seconds their bronze and silver took): what it
+    could sustain, where `messages_per_second` is bounded by the publisher's rate."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.fetch_materializations(dg.AssetKey(["silver", SOURCE]), limit=10_000)
-        return len(records.records)
+        landed = instance.fetch_materializations(dg.AssetKey(["landing", SOURCE]), limit=10_000)
+    rows = seconds = 0.0
+    for record in landed.records:
+        metadata = record.asset_materialization.metadata  # type: ignore[union-attr]
+        rows += metadata["rows"].value  # type: ignore[operator]
+        seconds += metadata["stream/seconds"].value  # type: ignore[operator]
+    return len(records.records), rows / seconds if seconds else 0.0
