@@ -5,7 +5,8 @@ the history (untimed), the first gold run builds everything (untimed: it parses 
 then the next day lands in bronze and silver and the clock runs over the one gold run its changes
 call for (`pending_gold_runs`, as `lakehouse materialize` and the gold sensor start it): the whole
 marts a changed source reaches, the daily marts over the changed dates, the headline metrics.
-Reported: the run's wall seconds, each step's seconds and dbt's own seconds inside them.
+Reported: the run's wall seconds, each step's seconds, dbt's own seconds inside them, the rest
+(Dagster, publishing, metrics), the events the run wrote and the machine's load after it.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _gold_run(lake, instance) -> dict:
         raise RuntimeError(msg)
     steps: dict[str, list[float]] = {}
     dbt = 0.0
-    for record in instance.all_logs(result.run_id):
+    records = instance.all_logs(result.run_id)
+    for record in records:
         event = record.dagster_event
         if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
             steps.setdefault(event.step_key or "", []).append(record.timestamp)
@@ -102,7 +104,10 @@ def _gold_run(lake, instance) -> dict:
         "seconds": seconds,
         "steps": {k: round(v[-1] - v[0], 3) for k, v in steps.items()},
         "dbt_seconds": round(dbt, 3),
+        "overhead_seconds": round(seconds - dbt, 3),
+        "events": len(records),
         "marts": len(run.keys),
+        "load": os.getloadavg()[0],
     }
 
 

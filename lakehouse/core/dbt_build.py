@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
-from lakehouse.core.gold import DBT_DIR
+from lakehouse.core.gold import DBT_DIR, project_mtime
 from lakehouse.core.lake import Lake
 
 _LOCK = threading.Lock()
@@ -95,13 +95,6 @@ def environ_for_call(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _project_mtime() -> float:
-    files = [
-        p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
-    ]
-    return max(p.stat().st_mtime for p in files)
-
-
 def _base_args(target: Path) -> list[str]:
     return [
         "--quiet",
@@ -127,7 +120,7 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
     """The project's manifest for this warehouse (parsed now if the project changed)."""
     from dbt.cli.main import dbtRunner
 
-    key = (Path(lake.warehouse_path).stem, _project_mtime())
+    key = (Path(lake.warehouse_path).stem, project_mtime())
     if key in _MANIFESTS:
         return _MANIFESTS[key], 0.0
     started = time.monotonic()
@@ -215,7 +208,7 @@ def generate_docs(lake: Lake, built: Sequence[str] = ()) -> Path | None:
     """
     target = target_dir(lake)
     page = target / "static_index.html"
-    if page.exists() and page.stat().st_mtime >= _project_mtime():
+    if page.exists() and page.stat().st_mtime >= project_mtime():
         try:
             nodes = json.loads((target / "catalog.json").read_text())["nodes"]
         except (OSError, ValueError, KeyError):

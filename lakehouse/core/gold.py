@@ -40,10 +40,7 @@ def ensure_manifest() -> Path:
     `manifest.stamp`), not by when it wrote the manifest: a parse that read a file just before
     it was edited is stale.
     """
-    sources = [
-        p for p in DBT_DIR.rglob("*") if p.suffix in (".sql", ".yml") and "target" not in p.parts
-    ]
-    newest = max(p.stat().st_mtime for p in sources)
+    newest = project_mtime()
     if not MANIFEST.exists() or _stamp() < newest:
         subprocess.run(
             [
@@ -60,6 +57,18 @@ def ensure_manifest() -> Path:
         )
         MANIFEST_STAMP.write_text(repr(newest))
     return MANIFEST
+
+
+PROJECT_FOLDERS = ("models", "macros", "snapshots")
+"""The dbt project's source folders (its `*-paths`); `target/` and `logs/` are dbt's output."""
+
+
+def project_mtime() -> float:
+    """The newest mtime of the dbt project's files (its top-level YAML and source folders)."""
+    files = [*DBT_DIR.glob("*.yml")]
+    for folder in PROJECT_FOLDERS:
+        files += (p for p in (DBT_DIR / folder).rglob("*") if p.suffix in (".sql", ".yml"))
+    return max(p.stat().st_mtime for p in files)
 
 
 def _stamp() -> float:
@@ -111,14 +120,20 @@ def publish_marts(
     return published
 
 
-def warehouse_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
-    """A warehouse table's columns and their DuckDB types, in order."""
+def warehouse_columns(
+    con: duckdb.DuckDBPyConnection, schema: str, tables: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """Each warehouse table's columns and their DuckDB types, in order (one catalog query)."""
     rows = con.execute(
-        "select column_name, data_type from information_schema.columns "
-        "where table_schema = ? and table_name = ? order by ordinal_position",
-        [schema, table],
+        "select table_name, column_name, data_type from information_schema.columns "
+        "where table_schema = ? and list_contains(?, table_name) "
+        "order by table_name, ordinal_position",
+        [schema, list(tables)],
     ).fetchall()
-    return dict(rows)
+    columns: dict[str, dict[str, str]] = {t: {} for t in tables}
+    for table, column, data_type in rows:
+        columns[table][column] = data_type
+    return columns
 
 
 def publish_table(lake: Lake, name: str, rows: pa.Table, *, run_id: str) -> dict[str, Any]:

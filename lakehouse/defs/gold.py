@@ -167,7 +167,8 @@ def build_and_publish(
             run_id=context.run.run_id,
             dates=dates,
         )
-        types = {k: warehouse_columns(con, GOLD_SCHEMA, k.path[-1]) for k, _ in built}
+        columns = warehouse_columns(con, GOLD_SCHEMA, [k.path[-1] for k, _ in built])
+        types = {k: columns[k.path[-1]] for k, _ in built}
     for key, node in built:
         declared = context.assets_def.specs_by_key[key].metadata.get("dagster/column_schema")
         yield dg.MaterializeResult(

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse.core.gold import publish_marts
+from lakehouse.core.gold import publish_marts, warehouse_columns
 from lakehouse.core.lake import Lake
 
 SCHEMA = "gold"
@@ -166,3 +166,18 @@ def test_a_dated_publish_leaves_other_dates_untouched(lake: Lake) -> None:
     assert _sorted(rows).equals(_sorted(_daily([("o1", D1, "a", 100), ("o3", D2, "b", 1)]))), (
         "D1 keeps its first publish; D2 is the warehouse's"
     )
+
+
+def test_warehouse_columns_of_several_marts_in_one_query(lake: Lake) -> None:
+    warehouse = Warehouse(lake.warehouse_path)
+    warehouse.land([("o1", D1, "a", 100)], [D1])
+    assert warehouse_columns(warehouse.con, SCHEMA, ["whole", "daily", "absent"]) == {
+        "whole": {"store": "VARCHAR", "revenue": "BIGINT"},
+        "daily": {
+            "order_date": "DATE",
+            "store": "VARCHAR",
+            "revenue": "BIGINT",
+            "orders": "BIGINT",
+        },
+        "absent": {},
+    }
