@@ -16,7 +16,8 @@ Anything else takes the whole-date road (`lakehouse.core.silver`): a changed, re
 rejected file, a date last held or blocked, a key the new files share with silver's row from
 another landing date or from an interrupted earlier evaluation of the same files (whose
 duplicate and superseded counts need the whole date), a batch rule that fails, rows waiting
-for held-back keys, references, anomaly profiles, snapshot sources, `reprocess`.
+for held-back keys, references (the whole date re-checks its rows against the referenced table
+as it is now), anomaly profiles (a profile of the whole date), snapshot sources, `reprocess`.
 """
 
 from __future__ import annotations

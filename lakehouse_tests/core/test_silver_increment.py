@@ -6,7 +6,8 @@ landed twice (same date, later files: still on their own), a service killed afte
 commit and before the date's outcome was recorded, a corrected file, a key updated from
 another landing date, a broken batch that blocks its date and the correction that unblocks it.
 After each step every landed row is found where it should be: silver's row of its key, an open
-quarantine row, or counted as a duplicate or superseded version, date by date.
+quarantine row, or counted as a duplicate or superseded version, date by date; and evaluating
+the step's dates whole again changes nothing (the same outcome, no new silver version).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lakehouse.core import system
+from lakehouse.core import delta, system
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import load_contract
 from lakehouse.core.lake import Lake
@@ -129,6 +130,12 @@ def check(lake: Lake, result: SilverResult, blocked: dict[str, set[str]] | None 
         assert "reconciliation" not in failed, day
         if day not in blocked:
             assert failed in ([], ["row_rules"]), (day, failed)
+    # evaluating the step's dates whole again concludes exactly the same: no new outcome recorded,
+    # no new silver version
+    version = delta.table_version(lake, lake.table_uri("silver", "clicks"))
+    load_silver(lake, CONTRACT, sorted(result.evaluated), run_id="whole", reprocess=True)
+    assert delta.table_version(lake, lake.table_uri("silver", "clicks")) == version
+    assert system.latest_states(lake, "silver", "clicks", sorted(counts)) == states
 
 
 def test_micro_batches_of_one_date_match_an_independent_computation(
