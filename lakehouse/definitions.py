@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
@@ -19,7 +18,7 @@ from lakehouse.defs.extract import extract_assets, extract_schedules, served
 from lakehouse.defs.gold import gold_daily_marts, gold_marts, gold_metrics
 from lakehouse.defs.lineage import lineage_sensor
 from lakehouse.defs.maintenance import maintenance_jobs, maintenance_schedules
-from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.resources import LakeResource, LazyS3Resource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
 from lakehouse.defs.serve import build_serve_assets, build_serve_sensor
 from lakehouse.defs.sources import bronze_asset, landing_spec, silver_asset
@@ -64,7 +63,7 @@ def build_definitions() -> dg.Definitions:
         resources={
             "lake": LakeResource(),
             # Lists an S3 landing zone; endpoint, keys and region come from the AWS_* variables.
-            "s3": S3Resource(),
+            "s3": LazyS3Resource(),
         },
     )
 

@@ -15,7 +15,7 @@ silver table referencing the source's silver follows as usual.
 
 import dagster as dg
 
-AUTOMATION_TICK_SECONDS = 5
+AUTOMATION_TICK_SECONDS = 15
 
 LANDING_RUN = {"lakehouse/trigger": "landing_sensor"}
 """Tags of the landing sensor's runs (bronze, then silver, of the sources they load)."""

@@ -19,14 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster_aws.s3 import S3Resource
 
 from lakehouse.core import alerts, anomaly, delta, system, vault
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
 from lakehouse.core.quarantine import REPLAY_RUN_ID, REPLAYED_AT, RETIRED_AT, RETIRED_RUN_ID
-from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.resources import LakeResource, LazyS3Resource
 from lakehouse.defs.sources import bronze_key, landing_key, silver_key
 
 CATALOG_TICK_SECONDS = 60
@@ -267,7 +266,7 @@ def build_catalog_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def catalog_sensor(
-        context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource
+        context: dg.SensorEvaluationContext, lake: LakeResource, s3: LazyS3Resource
     ) -> dg.SensorResult:
         the_lake = lake.lake()
         client = s3.get_client() if the_lake.is_s3 else None

@@ -1,8 +1,11 @@
-"""Resources: the lake (where data lives) and dbt (how gold is built)."""
+"""Resources: the lake (where data lives) and the S3 client that lists an S3 landing zone."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from lakehouse.core.lake import Lake
 
@@ -25,3 +28,12 @@ class LakeResource(dg.ConfigurableResource):
 
     def lake(self) -> Lake:
         return Lake.from_env(self.root)
+
+
+class LazyS3Resource(S3Resource):
+    """dagster-aws's `S3Resource` (endpoint, keys and region from the AWS_* variables), its
+    client built when a sensor asks for one (`get_client`), not for every tick: building a client
+    costs about half a second, and a local lake never needs one."""
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        return self

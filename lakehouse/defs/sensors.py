@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import polars as pl
-from dagster_aws.s3 import S3Resource
 
 from lakehouse.core import system
 from lakehouse.core.arrivals import Ledger, Load, identity, scan
@@ -32,7 +31,7 @@ from lakehouse.defs.gold import (
     pending_gold_runs,
 )
 from lakehouse.defs.partitions import daily_partitions
-from lakehouse.defs.resources import LakeResource
+from lakehouse.defs.resources import LakeResource, LazyS3Resource
 from lakehouse.defs.sources import bronze_key, silver_key
 
 MAX_FILES_PER_TICK = 20_000
@@ -154,7 +153,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         ],
     )
     def landing_sensor(
-        context: dg.SensorEvaluationContext, lake: LakeResource, s3: S3Resource
+        context: dg.SensorEvaluationContext, lake: LakeResource, s3: LazyS3Resource
     ) -> dg.SensorResult:
         the_lake = lake.lake()
         client = s3.get_client() if the_lake.is_s3 else None
