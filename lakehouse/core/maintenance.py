@@ -109,8 +109,18 @@ def delete_partitions(
     return int(result.get("num_deleted_rows") or 0)
 
 
-def compact(lake: Lake, uri: str, *, claim_partitions: str | None = None, **metadata: Any) -> int:
+def compact(
+    lake: Lake,
+    uri: str,
+    *,
+    claim_partitions: str | None = None,
+    target_size: int | None = None,
+    **metadata: Any,
+) -> int:
     """Bin-pack each partition's small data files into few; returns the files it removed.
+
+    `target_size` (bytes; default delta-rs' 100 MiB): the size files are packed to; a file at
+    least that big is left as it is, so compacting often rewrites the new small files only.
 
     Data does not change (readers following the table ignore the commit). A concurrent writer
     that read or replaced the same files conflicts with it, and whichever commits second reruns
@@ -124,7 +134,7 @@ def compact(lake: Lake, uri: str, *, claim_partitions: str | None = None, **meta
     if table is None:
         return 0
     if claim_partitions is None:
-        return _compact(lake, uri, None, [], metadata)
+        return _compact(lake, uri, None, [], metadata, target_size)
     layer = uri.rstrip("/").split("/")[-2]
     counts = pl.DataFrame(table.get_add_actions(flatten=True))
     key = f"partition.{claim_partitions}"
@@ -139,7 +149,7 @@ def compact(lake: Lake, uri: str, *, claim_partitions: str | None = None, **meta
         .to_list()
     )
     return sum(
-        _compact(lake, uri, [(claim_partitions, "=", v)], [f"{layer}/{v}"], metadata)
+        _compact(lake, uri, [(claim_partitions, "=", v)], [f"{layer}/{v}"], metadata, target_size)
         for v in crowded
     )
 
@@ -151,12 +161,14 @@ def _compact(
     partition: list[tuple[str, str, str]] | None,
     claims: list[str],
     metadata: dict[str, Any],
+    target_size: int | None = None,
 ) -> int:
     table = _table(lake, uri)
     if table is None:
         return 0
     metrics = table.optimize.compact(
         partition_filters=partition,  # type: ignore[arg-type]
+        target_size=target_size,
         commit_properties=delta.commit_properties(claims, **metadata),
     )
     return int(metrics.get("numFilesRemoved") or 0)

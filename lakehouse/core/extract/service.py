@@ -10,8 +10,8 @@ landing, bronze and silver). A CDC source's slot lag is measured after every rea
 with each publish; above `lag_warn_bytes` it is logged as a warning (the slot holds that much
 WAL on the source database), and reported even when nothing landed.
 
-Each micro-batch adds a data file to bronze and to silver; past `COMPACT_FILES` data files in a
-table the service compacts it after a publish (`lakehouse.core.maintenance.compact`, bronze's
+Each micro-batch adds a data file to bronze and to silver; past `COMPACT_FILES` small data files
+in a table the service compacts them after a publish (`lakehouse.core.maintenance.compact`, bronze's
 landing dates claimed), so reads (silver's key lookups, gold, the bench) do not slow down as the
 day goes on.
 
@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import polars as pl
+
 from lakehouse.core import delta, maintenance
 from lakehouse.core.bronze import LANDING_DATE, BronzeResult, load_bronze
 from lakehouse.core.contract import Contract
@@ -43,7 +45,10 @@ log = logging.getLogger(__name__)
 DEFAULT_LAG_WARN_BYTES = 1 << 30
 """A CDC slot holding more WAL than this (1 GiB) is reported as lagging."""
 COMPACT_FILES = 64
-"""A table of the source holding more data files than this is compacted after a publish."""
+"""A table of the source holding more small data files than this is compacted after a publish."""
+COMPACT_TARGET_BYTES = 16 << 20
+"""Small files are packed into files of about this size (16 MiB); bigger ones are left alone, so
+a compaction rewrites about the same bytes however long the day has run."""
 
 
 @dataclass
@@ -155,10 +160,19 @@ class _Publisher:
         for layer, claim in (("bronze", LANDING_DATE), ("silver", None)):
             uri = self.lake.table_uri(layer, self.contract.name)
             table = delta.open_table(self.lake, uri)
-            if table is None or len(table.file_uris()) <= COMPACT_FILES:
+            if table is None:
+                continue
+            files = pl.DataFrame(table.get_add_actions(flatten=True))
+            small = 0 if files.is_empty() else (files["size_bytes"] < COMPACT_TARGET_BYTES).sum()
+            if small <= COMPACT_FILES:
                 continue
             removed = maintenance.compact(
-                self.lake, uri, claim_partitions=claim, step="stream compact", run_id=self.run_id
+                self.lake,
+                uri,
+                claim_partitions=claim,
+                target_size=COMPACT_TARGET_BYTES,
+                step="stream compact",
+                run_id=self.run_id,
             )
             log.info(
                 "stream %s: %s compacted, %d small file(s) rewritten",
