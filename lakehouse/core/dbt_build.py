@@ -135,6 +135,34 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
     return done.result, time.monotonic() - started
 
 
+def _for_one_build(manifest: Any) -> Any:
+    """A manifest a build may compile in place: its own copy of every node (compiling injects
+    ephemeral CTEs and the event dates into them), sharing the parts no build writes (macros,
+    project files, sources, docs), which `Manifest.deepcopy` would copy too (most of its cost)."""
+    from dbt.contracts.graph.manifest import Manifest
+
+    copy = Manifest(
+        nodes={k: v.from_dict(v.to_dict(omit_none=True)) for k, v in manifest.nodes.items()},
+        sources=manifest.sources,
+        macros=manifest.macros,
+        docs=manifest.docs,
+        exposures=manifest.exposures,
+        functions=manifest.functions,
+        metrics=manifest.metrics,
+        groups=manifest.groups,
+        selectors=manifest.selectors,
+        metadata=manifest.metadata,
+        disabled=manifest.disabled,
+        files=manifest.files,
+        state_check=manifest.state_check,
+        semantic_models=manifest.semantic_models,
+        unit_tests=manifest.unit_tests,
+        saved_queries=manifest.saved_queries,
+    )
+    copy.build_flat_graph()
+    return copy
+
+
 def invoke(
     lake: Lake,
     command: Sequence[str],
@@ -159,8 +187,7 @@ def invoke(
         full = [*command, *_base_args(target), *quiet_json, *args]
         started = time.monotonic()
         try:
-            # a build compiles nodes in place (ephemeral CTEs injected): each gets its own copy
-            done = dbtRunner(manifest=manifest.deepcopy()).invoke(full)
+            done = dbtRunner(manifest=_for_one_build(manifest)).invoke(full)
         finally:
             _close_warehouse()
         seconds = time.monotonic() - started

@@ -168,23 +168,33 @@ class SemanticLayer:
         """
         started = time.monotonic()
         sql = self.sql(metrics, by=by, grain=grain, since=since, until=until)
-        frame = self._rows(sql, metrics, by, grain)
+        with self.connect() as con:
+            frame = self._rows(con, sql, metrics, by, grain)
         return MetricResult(frame, sql, time.monotonic() - started)
 
-    def _rows(
-        self, sql: str, metrics: Sequence[str], by: Sequence[str], grain: str
-    ) -> pl.DataFrame:
-        """Run MetricFlow's `sql` read-only on the warehouse; columns named as users name them."""
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the warehouse attached read-only, as MetricFlow's SQL names it."""
         if not Path(self.warehouse).exists():
             msg = f"no warehouse at `{self.warehouse}`: materialize gold first"
             raise MetricsError(msg)
-        with duckdb.connect() as con:
-            con.execute(f"attach '{_quoted(self.warehouse)}' as \"{self._database}\" (read_only)")
-            try:
-                frame = con.sql(sql).pl()
-            except duckdb.CatalogException as exc:
-                msg = f"the warehouse lacks a gold table the metrics read ({exc}): materialize gold"
-                raise MetricsError(msg) from exc
+        con = duckdb.connect()
+        con.execute(f"attach '{_quoted(self.warehouse)}' as \"{self._database}\" (read_only)")
+        return con
+
+    def _rows(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        metrics: Sequence[str],
+        by: Sequence[str],
+        grain: str,
+    ) -> pl.DataFrame:
+        """Run MetricFlow's `sql` on `con` (see `connect`); columns named as users name them."""
+        try:
+            frame = con.sql(sql).pl()
+        except duckdb.CatalogException as exc:
+            msg = f"the warehouse lacks a gold table the metrics read ({exc}): materialize gold"
+            raise MetricsError(msg) from exc
         columns = {f"metric_time__{grain}": grain, **{DIMENSIONS[d]: d for d in by}}
         frame = frame.rename({k: v for k, v in columns.items() if k in frame.columns})
         # DuckDB sums integers as DECIMAL(38,0): counts and cents are whole numbers
@@ -274,11 +284,15 @@ def publish_headline(layer: SemanticLayer, lake: Lake, *, run_id: str) -> dict[s
     A table that already holds the rows gets no new version."""
     from lakehouse.core.gold import publish_table
 
-    published = {}
-    for name, (by, sql) in layer.headline_queries().items():
-        frame = layer._rows(sql, [name], by, "day")
-        published[name] = publish_table(lake, f"metrics/{name}", frame.to_arrow(), run_id=run_id)
-    return published
+    queries = layer.headline_queries()
+    with layer.connect() as con:  # one attach of the warehouse for every metric
+        frames = {
+            name: layer._rows(con, sql, [name], by, "day") for name, (by, sql) in queries.items()
+        }
+    return {
+        name: publish_table(lake, f"metrics/{name}", frame.to_arrow(), run_id=run_id)
+        for name, frame in frames.items()
+    }
 
 
 def semantic_layer(warehouse: str) -> SemanticLayer:
