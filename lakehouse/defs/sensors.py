@@ -37,8 +37,10 @@ from lakehouse.defs.sources import bronze_key, silver_key
 MAX_FILES_PER_TICK = 20_000
 """Arrivals beyond this wait for the next tick, so one tick stays far inside the sensor timeout."""
 
-TICK_SECONDS = 5
-"""A landed file waits at most this long for the tick that sees it."""
+TICK_SECONDS = 1
+"""Tick on every pass of the daemon's sensor loop, which runs every 5 s at most: an interval of
+5 s would skip every other pass (a tick starts a little after its pass), so a landed file would
+wait up to 10 s for the tick that sees it instead of 5."""
 
 
 def same_as_loaded(lake: Lake):
