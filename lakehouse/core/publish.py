@@ -229,7 +229,8 @@ def publish(
     delta.add_columns(lake, uri, schema, run_id=run_id)
     table = delta.open_table(lake, uri)
     assert table is not None
-    if plan.inserts_only and table.version() == read_version:
+    appended = plan.inserts_only and table.version() == read_version
+    if appended:
         # The state was read at this very version: the keys are new to it, and a concurrent
         # publish committed since conflicts on the claim.
         write_deltalake(
@@ -243,6 +244,32 @@ def publish(
     else:
         _merge(contract, table, plan.source, data_columns, properties)
     result.version = delta.table_version(lake, uri)
+    result.keys = (
+        # nothing else committed since the state was read (the claim): silver's rows of the
+        # affected keys are the state's and the appended ones
+        pl.concat(
+            [state, plan.source.select(_state_columns(contract, plan.source.columns))],
+            how="diagonal_relaxed",
+        )
+        if appended
+        else _after(lake, contract, plan, state, dates)
+    )
+    log.info(
+        "silver %s: version %s: %d inserted, %d updated, %d deleted over %d event date(s)",
+        contract.name,
+        result.version,
+        result.total(0),
+        result.total(1),
+        result.total(2),
+        len(plan.changes),
+    )
+    return result
+
+
+def _after(
+    lake: Lake, contract: Contract, plan: _Plan, state: pl.DataFrame, dates: Sequence[str]
+) -> pl.DataFrame:
+    """Silver's rows of the affected keys after a MERGE, read back."""
     # Every change is pinned to the target partitions; unchanged affected keys stay where the
     # state found them: reading those partitions again is reading every affected row.
     touched = None
@@ -255,17 +282,7 @@ def publish(
                 else set()
             )
         )
-    result.keys = current_state(lake, contract, plan.affected_keys, dates, event_dates=touched)
-    log.info(
-        "silver %s: version %s: %d inserted, %d updated, %d deleted over %d event date(s)",
-        contract.name,
-        result.version,
-        result.total(0),
-        result.total(1),
-        result.total(2),
-        len(plan.changes),
-    )
-    return result
+    return current_state(lake, contract, plan.affected_keys, dates, event_dates=touched)
 
 
 def _merge(
