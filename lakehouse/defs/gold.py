@@ -270,9 +270,15 @@ def _docs(
     pool=WAREHOUSE_POOL,
 )
 def gold_marts(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
-    """The unpartitioned marts, rebuilt whole (the run selects those whose sources changed)."""
+    """The unpartitioned marts, rebuilt whole (the run selects those whose sources changed).
+
+    In a run that follows silver, nothing pending means another run took the changes in (or
+    silver changed nothing): the step builds nothing, and gold steps after it in the run skip."""
     the_lake = lake.lake()
     todo = follow.pending(the_lake, WHOLE_CONSUMER, silver_sources(context.assets_def))
+    if todo.empty and follows_silver(context.run):
+        context.log.info("gold marts: no silver change pending; nothing to rebuild")
+        return
     yield from build_and_publish(context, the_lake)
     follow.taken_in(the_lake, WHOLE_CONSUMER, todo, run_id=context.run.run_id)
     if not set(context.run.asset_selection or ()) & gold_daily_marts.keys:

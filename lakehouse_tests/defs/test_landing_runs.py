@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from lakehouse.core import delta
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
@@ -76,10 +77,18 @@ def gold_revenue(lake: Lake) -> pl.DataFrame:
     )
 
 
-def nothing_left(lake: Lake, instance: dg.DagsterInstance, cursor) -> object:
-    """Automation requests nothing more and the gold sensor starts no run; the new cursor."""
+def nothing_left(
+    lake: Lake, instance: dg.DagsterInstance, cursor, follows: tuple[str, ...] = ()
+) -> object:
+    """Automation requests nothing more but the silver tables `follows` (referencing a loaded
+    source that was not in the run), and the gold sensor starts no run; the new cursor."""
     settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    assert settled.total_requested == 0
+    requested = [
+        key.to_user_string()
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        if settled.get_num_requested(key)
+    ]
+    assert sorted(requested) == sorted(follows)
     context = dg.build_sensor_context(instance=instance, resources=resources_for(lake))
     assert list(gold_sensor(context).run_requests or []) == []
     return settled.cursor
@@ -108,11 +117,26 @@ def test_a_landing_run_takes_its_files_to_gold_and_leaves_nothing_to_follow(
     assert gold_revenue(lake)["order_count"].sum() == GOOD
     automation = nothing_left(lake, instance, automation)
 
+    # the same orders again in other bytes (CRLF line ends): bronze loads the new version, silver
+    # changes nothing, so the run's gold builds nothing and gold keeps its versions
+    gold_version = delta.table_version(lake, lake.table_uri("gold", "customers"))
+    crlf = orders_file(DAY1).replace(b"\n", b"\r\n")
+    deliver(tmp_path, "orders", DAY1, "orders.csv", crlf)
+    second = tick(lake, first.cursor)
+    [same] = second.run_requests or []
+    done = execute(lake, instance, same)
+    assert done.success
+    assert not done.asset_materializations_for_node("gold_marts")
+    assert delta.table_version(lake, lake.table_uri("gold", "customers")) == gold_version
+    assert gold_revenue(lake).equals(expected_revenue(lake, [DAY1]))
+    # items reference orders, and only orders were in the run: silver items checks them again
+    automation = nothing_left(lake, instance, automation, follows=("silver/items",))
+
     # a bad batch for day 2 (a quarter of its rows invalid) blocks the date: the run publishes
     # nothing of it, gold still shows day 1 only, and nobody retries the date
     bad = [order(f"{DAY2}-bad{i}", DAY2, order_total="-1") for i in range(GOOD // 4)]
     deliver(tmp_path, "orders", DAY2, "orders.csv", orders_file(DAY2, *bad))
-    [blocked] = tick(lake, first.cursor).run_requests or []
+    [blocked] = tick(lake, second.cursor).run_requests or []
     assert {k.to_user_string() for k in blocked.asset_selection} >= {"silver/orders"}
     execute(lake, instance, blocked)
     assert gold_revenue(lake).equals(expected_revenue(lake, [DAY1]))
