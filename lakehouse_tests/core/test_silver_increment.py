@@ -18,13 +18,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from lakehouse.core import delta, system
+from lakehouse.core import delta, system, vault
 from lakehouse.core.bronze import load_bronze
-from lakehouse.core.contract import load_contract
+from lakehouse.core.contract import load_contract, load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
 from lakehouse.core.quarantine import open_rows
 from lakehouse.core.silver import SilverResult, load_silver
+from lakehouse_tests.small_lake import deliver, text
 
 CONTRACT = load_contract(Path(__file__).resolve().parents[1] / "contracts/sources/clicks.yaml")
 D1, D2 = "2026-03-02", "2026-03-03"
@@ -210,3 +211,43 @@ def test_micro_batches_of_one_date_match_an_independent_computation(
     result, alone = step(lake, caplog)
     check(lake, result)
     assert alone == {D2}
+
+
+def test_a_new_file_moves_a_key_between_event_dates_of_a_pii_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tweets: partitioned by event date, PII as vault tokens. A second file of the date edits
+    t1 (later tweeted_at, another event date) and adds t3: evaluated on its own, t1 moves."""
+    caplog.set_level(logging.INFO, logger="lakehouse.core.silver_increment")
+    tweets = next(c for c in load_contracts() if c.name == "tweets")
+    header = "id,user_id,tweeted_at,content"
+    lake = Lake(str(tmp_path))
+    files = {
+        "a.csv": ["t1,c1,2026-03-01T10:00:00,hi", "t2,c2,2026-03-01T11:00:00,yo"],
+        "b.csv": ["t1,c1,2026-03-02T09:00:00,edited", "t3,c3,2026-03-02T10:00:00,new"],
+    }
+    for name, lines in files.items():
+        deliver(tmp_path, "tweets", D1, name, text([header, *lines]))
+        caplog.clear()
+        load_bronze(lake, tweets, [D1], run_id="test")
+        result = load_silver(lake, tweets, [D1], run_id="test")
+    assert any(ALONE in r.message for r in caplog.records)
+    silver = pl.read_delta(lake.table_uri("silver", "tweets"))
+    content = vault.clear_values(lake, silver["content"].to_list())
+    got = {
+        r["id"]: (content[r["content"]], r["_event_date"], r["_source_file"])
+        for r in silver.iter_rows(named=True)
+    }
+    assert got == {
+        "t1": ("edited", "2026-03-02", f"tweets/{D1}/b.csv"),
+        "t2": ("yo", "2026-03-01", f"tweets/{D1}/a.csv"),
+        "t3": ("new", "2026-03-02", f"tweets/{D1}/b.csv"),
+    }
+    audit = result.partitions[D1]
+    assert (audit.bronze_rows, audit.accepted, audit.duplicates, audit.quarantined) == (4, 3, 1, 0)
+    assert not audit.blocked
+    version = delta.table_version(lake, lake.table_uri("silver", "tweets"))
+    states = system.latest_states(lake, "silver", "tweets", [D1])
+    load_silver(lake, tweets, [D1], run_id="whole", reprocess=True)
+    assert delta.table_version(lake, lake.table_uri("silver", "tweets")) == version
+    assert system.latest_states(lake, "silver", "tweets", [D1]) == states
