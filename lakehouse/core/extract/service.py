@@ -5,8 +5,8 @@ most `window` seconds, or one extract of any other kind, e.g. a CDC slot's chang
 arrived as one numbered Parquet file (the commit, `landed`); a second thread loads the landed
 dates into bronze and silver with the same gates, quarantine and lineage as any delivered file
 while the next read runs (reads that land while silver is busy are published together). Every
-publish is handed to `report` (the Dagster deployment records it as materializations of
-landing, bronze and silver). A CDC source's slot lag is measured after every read and reported
+publish is handed to `report` in a thread of its own, so the next publish does not wait for it
+(the Dagster deployment records it as materializations of landing, bronze and silver). A CDC source's slot lag is measured after every read and reported
 with each publish; above `lag_warn_bytes` it is logged as a warning (the slot holds that much
 WAL on the source database), and reported even when nothing landed.
 
@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -109,6 +110,8 @@ class _Publisher:
         self.slot_lag: int | None = None
         """A CDC source's slot lag after the latest read (bytes of WAL)."""
         self.lag_warn_bytes = DEFAULT_LAG_WARN_BYTES
+        self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-report")
+        """Reports run in order beside the next publish, which does not wait for them."""
         self._thread = threading.Thread(target=self._run, name="stream-publish", daemon=True)
         self._thread.start()
 
@@ -127,19 +130,23 @@ class _Publisher:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        self._reports.shutdown(wait=True)
         self.check()
 
     def _run(self) -> None:
         try:
-            while True:
-                with self._wake:
-                    while not self._queue and not self._closing:
-                        self._wake.wait()
-                    if not self._queue:
-                        return
-                    todo, self._queue = self._queue, {}
-                for day, extracts in sorted(todo.items()):
-                    self._publish(day, extracts)
+            # The service's tables stay open from one publish to the next: each is brought up
+            # to date with the commits since (no log replay, no listing of every file).
+            with delta.reusing_tables():
+                while True:
+                    with self._wake:
+                        while not self._queue and not self._closing:
+                            self._wake.wait()
+                        if not self._queue:
+                            return
+                        todo, self._queue = self._queue, {}
+                    for day, extracts in sorted(todo.items()):
+                        self._publish(day, extracts)
         except BaseException as exc:  # surfaced in the reading loop
             self._error = exc
 
@@ -154,7 +161,13 @@ class _Publisher:
         self._compact()
         batch.seconds = time.monotonic() - started
         if batch.bronze.files_loaded or batch.bronze.files_rejected or batch.silver.evaluated:
+            self._reports.submit(self._report, batch)
+
+    def _report(self, batch: MicroBatch) -> None:
+        try:
             self.report(batch)
+        except BaseException as exc:  # surfaced in the reading loop
+            self._error = exc
 
     def _compact(self) -> None:
         for layer, claim in (("bronze", LANDING_DATE), ("silver", None)):
