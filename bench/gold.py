@@ -79,7 +79,7 @@ def _gold_run(lake, instance) -> dict:
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     result = dg.materialize(
         assets,
-        selection=run.keys,
+        selection=run.selection,
         resources=defs.resources,
         instance=instance,
         raise_on_error=False,

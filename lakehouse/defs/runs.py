@@ -128,7 +128,7 @@ def materialize_landed(
         results.append(
             dg.materialize(
                 assets,
-                selection=run.keys,
+                selection=run.selection,
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,

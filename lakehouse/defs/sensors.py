@@ -32,7 +32,7 @@ from lakehouse.defs.gold import (
 )
 from lakehouse.defs.partitions import daily_partitions
 from lakehouse.defs.resources import LakeResource, LazyS3Resource
-from lakehouse.defs.sources import bronze_key, silver_key
+from lakehouse.defs.sources import bronze_key, silver_check_keys, silver_key
 
 MAX_FILES_PER_TICK = 20_000
 """Arrivals beyond this wait for the next tick, so one tick stays far inside the sensor timeout."""
@@ -104,26 +104,34 @@ def run_request(
     load: Load,
     children: Mapping[str, Sequence[str]] | None = None,
     gold: Sequence[dg.AssetKey] = (),
+    checks: Mapping[str, Sequence[dg.AssetCheckKey]] | None = None,
 ) -> dg.RunRequest:
     """One run for the load's bronze and silver assets over its dates (a partition or a
     partition range), then `gold` (`gold_downstream_of` the sources), which takes in what
     silver changed.
 
     `children`: source -> its child sources (`explode:`), which read the source's landed files:
-    they load in the same run."""
+    they load in the same run. `checks`: source -> its silver checks, the run's only selected
+    checks (gold records its dbt tests as evaluations; see `GoldRun.selection`)."""
     children = children or {}
     sources = [c for s in load.sources for c in (s, *children.get(s, ()))]
     assets = [*map(bronze_key, sources), *map(silver_key, sources), *gold]
     tags = {**LANDING_RUN, "lakehouse/files": str(len(load.files))}
     if gold:
         tags[GOLD_TAG] = SILVER_CHANGES
+    selected = None if checks is None else [k for s in sources for k in checks.get(s, ())]
     if load.start == load.end:
         return dg.RunRequest(
-            run_key=load.run_key, asset_selection=assets, partition_key=load.start, tags=tags
+            run_key=load.run_key,
+            asset_selection=assets,
+            asset_check_keys=selected,
+            partition_key=load.start,
+            tags=tags,
         )
     return dg.RunRequest(
         run_key=load.run_key,
         asset_selection=assets,
+        asset_check_keys=selected,
         tags={
             **tags,
             "dagster/asset_partition_range_start": load.start,
@@ -134,6 +142,7 @@ def run_request(
 
 def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
     sources = [c.name for c in contracts if not c.parent]  # a child reads its parent's folder
+    checks = {c.name: silver_check_keys(c) for c in contracts}
     children: dict[str, list[str]] = {}
     for c in contracts:
         if c.parent:
@@ -190,7 +199,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         for load in loads:
             touched = {c for s in load.sources for c in (s, *children.get(s, ()))}
             gold = gold_downstream_of(the_lake, touched)
-            requests.append(run_request(load, children, gold))
+            requests.append(run_request(load, children, gold, checks))
         return dg.SensorResult(run_requests=requests, cursor=result.ledger.encode())
 
     return landing_sensor
@@ -230,7 +239,12 @@ def gold_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.S
         context.log.info(f"{len(runs)} gold run(s) for silver's changes")
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=run.run_key, asset_selection=run.keys, tags=run.tags)
+            dg.RunRequest(
+                run_key=run.run_key,
+                asset_selection=run.keys,
+                asset_check_keys=[],  # see GoldRun.selection
+                tags=run.tags,
+            )
             for run in runs
         ]
     )

@@ -203,6 +203,11 @@ def _bronze_partition_metadata(
     return out
 
 
+def silver_check_keys(contract: Contract) -> list[dg.AssetCheckKey]:
+    """The checks of `silver/<source>`."""
+    return [dg.AssetCheckKey(silver_key(contract.name), name) for name in silver_checks(contract)]
+
+
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
     """`silver/<source>`: typed, validated, deduplicated, pseudonymised; published only if audited."""
     key = silver_key(contract.name)

@@ -45,12 +45,14 @@ def tick(lake: Lake, cursor: str | None) -> dg.SensorResult:
 
 
 def execute(lake: Lake, instance: dg.DagsterInstance, request: dg.RunRequest):
-    """The requested run, as the daemon would launch it: its selection, partition and tags."""
+    """The requested run, as the daemon would launch it: its assets, checks, partition, tags."""
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    selection = dg.AssetSelection.assets(*request.asset_selection).without_checks()
+    selection |= dg.AssetSelection.checks(*request.asset_check_keys or ())
     with preserved_environ():
         return dg.materialize(
             assets,
-            selection=request.asset_selection,
+            selection=selection,
             partition_key=request.partition_key,
             tags=request.tags,
             resources=resources_for(lake),
@@ -111,7 +113,16 @@ def test_a_landing_run_takes_its_files_to_gold_and_leaves_nothing_to_follow(
     assert {f"bronze/{s}" for s in sources} | {f"silver/{s}" for s in sources} <= selected
     assert {"gold/daily_store_revenue", "gold/customers", "gold/metrics/revenue"} <= selected
     assert request.tags[GOLD_TAG] == SILVER_CHANGES
-    assert execute(lake, instance, request).success
+    # the run selects silver's checks; gold records its dbt tests as evaluations of its checks
+    assert {k.asset_key.path[0] for k in request.asset_check_keys or ()} == {"silver"}
+    done = execute(lake, instance, request)
+    assert done.success
+    gold_checks = {k for a in defs.assets or [] for k in getattr(a, "check_keys", ())}
+    gold_checks = {k for k in gold_checks if k.asset_key in request.asset_selection}
+    evaluated = {e.asset_check_key: e.passed for e in done.get_asset_check_evaluations()}
+    unique = dg.AssetCheckKey(dg.AssetKey(["gold", "fct_orders"]), "unique_fct_orders_order_id")
+    assert evaluated.get(unique) is True
+    assert {k for k in gold_checks if k.asset_key.path[0] == "gold"} <= set(evaluated)
     # one run: the landed orders are in gold, every one of them
     assert gold_revenue(lake).equals(expected_revenue(lake, [DAY1]))
     assert gold_revenue(lake)["order_count"].sum() == GOOD
