@@ -387,8 +387,8 @@ def _commit(lake: Lake, uri: str, written: _Written, run_id: str) -> None:
     """Add the written files and remove the data an earlier load of the same files left.
 
     The removals are decided on one snapshot of the table and committed on top of that same
-    snapshot: a concurrent load of the same files that commits in between conflicts, and this
-    commit is rerun against the table it left.
+    snapshot (`delta.commit_files` lands them on no other): a concurrent load of the same files
+    or a compaction that commits in between makes this commit rerun against the table it left.
     """
     schema = pl.DataFrame(schema=written.schema).to_arrow().schema
     delta.add_columns(lake, uri, schema, run_id=run_id)

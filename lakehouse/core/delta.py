@@ -76,7 +76,8 @@ def commit_properties(claims: Sequence[str] = (), **metadata: Any) -> CommitProp
     """Commit properties carrying `metadata` (run id, step) into the Delta log.
 
     Each of `claims` is recorded as an application transaction: two concurrent commits that
-    claim one name conflict (CommitFailedError) instead of both landing.
+    claim one name conflict (CommitFailedError) instead of both landing. delta-rs' OPTIMIZE
+    keeps only the custom metadata of its properties: a compaction claims nothing.
     """
     version = time.time_ns()
     return CommitProperties(
@@ -377,8 +378,19 @@ def commit_files(
     must already hold the files' columns (`add_columns`). `claims` name what the commit
     replaces (bronze: its landing dates; see `commit_properties`): removals alone would not make
     two concurrent first loads of the same data conflict.
+
+    A commit with removals lands as the version right after `snapshot` or not at all
+    (CommitFailedError, and the caller decides again on the table as it is now:
+    `retry_conflicts`). delta-rs would otherwise rebase it over the commits in between, and its
+    conflict checker lets it pass a compaction (OPTIMIZE) that rewrote the files it removes:
+    OPTIMIZE's own removals change no data, so they are not held against this commit's, and
+    OPTIMIZE carries no application transaction for a claim to meet. The removed rows would
+    then stay in the compacted file beside their replacements. A commit that only adds files
+    is rebased as usual.
     """
     properties = commit_properties(claims, **metadata)
+    if removes:
+        properties.max_commit_retries = 0
     if snapshot is None:
         try:
             create_table_with_add_actions(
@@ -397,13 +409,19 @@ def commit_files(
             # Another writer created the table first: rerun against what it committed.
             raise CommitFailedError(f"{uri}: created concurrently ({exc})") from exc
         return
-    snapshot.create_write_transaction(
-        [*adds, *removes],
-        mode="append",
-        schema=snapshot.schema(),
-        partition_by=list(partition_by),
-        commit_properties=properties,
-    )
+    try:
+        snapshot.create_write_transaction(
+            [*adds, *removes],
+            mode="append",
+            schema=snapshot.schema(),
+            partition_by=list(partition_by),
+            commit_properties=properties,
+        )
+    except CommitFailedError as exc:
+        if not removes:
+            raise
+        moved = f"{uri}: committed to since version {snapshot.version()}, where removals were read"
+        raise CommitFailedError(f"{moved} ({exc})") from exc
 
 
 @retry_conflicts

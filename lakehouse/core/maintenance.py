@@ -121,21 +121,21 @@ def compact(
 
     `target_size` (bytes; default delta-rs' 100 MiB): the size files are packed to; a file at
     least that big is left as it is, so compacting often rewrites the new small files only.
+    `claim_partitions` (a partition column): each of its partitions is compacted in a commit of
+    its own, so a conflict with a writer of one partition reruns that partition's rewrite only.
 
     Data does not change (readers following the table ignore the commit). A concurrent writer
-    that read or replaced the same files conflicts with it, and whichever commits second reruns
-    (`delta.retry_conflicts`). A writer that commits removals on its own snapshot without a read
-    predicate (bronze, `delta.commit_files`) would not see the conflict and would keep the rows
-    of the files compaction rewrote twice: such a writer claims each partition it replaces as
-    an application transaction (`bronze/<landing date>`), and `claim_partitions` (its partition
-    column) makes compaction claim each partition it rewrites the same way, one commit each.
+    that removed files this compaction read makes it conflict and rerun
+    (`delta.retry_conflicts`). The other way round delta-rs finds no conflict: a writer that
+    decided its removals before this commit and commits them after would keep the compacted
+    copy of the removed rows. Such writers commit their removals only on the snapshot they read
+    them from (`delta.commit_files`) and decide again on the compacted table.
     """
     table = _table(lake, uri)
     if table is None:
         return 0
     if claim_partitions is None:
-        return _compact(lake, uri, None, [], metadata, target_size)
-    layer = uri.rstrip("/").split("/")[-2]
+        return _compact(lake, uri, None, metadata, target_size)
     counts = pl.DataFrame(table.get_add_actions(flatten=True))
     key = f"partition.{claim_partitions}"
     if counts.is_empty() or key not in counts.columns:
@@ -149,8 +149,7 @@ def compact(
         .to_list()
     )
     return sum(
-        _compact(lake, uri, [(claim_partitions, "=", v)], [f"{layer}/{v}"], metadata, target_size)
-        for v in crowded
+        _compact(lake, uri, [(claim_partitions, "=", v)], metadata, target_size) for v in crowded
     )
 
 
@@ -159,7 +158,6 @@ def _compact(
     lake: Lake,
     uri: str,
     partition: list[tuple[str, str, str]] | None,
-    claims: list[str],
     metadata: dict[str, Any],
     target_size: int | None = None,
 ) -> int:
@@ -169,7 +167,7 @@ def _compact(
     metrics = table.optimize.compact(
         partition_filters=partition,  # type: ignore[arg-type]
         target_size=target_size,
-        commit_properties=delta.commit_properties(claims, **metadata),
+        commit_properties=delta.commit_properties(**metadata),
     )
     return int(metrics.get("numFilesRemoved") or 0)
 
@@ -407,7 +405,7 @@ def maintain_table(
             metadata[CHANGES_KEY] = json.dumps(changes, sort_keys=True)
         delete_partitions(lake, uri, column, expired, **metadata)
     progress(f"{report.table}: compacting small files")
-    # Bronze's loads claim their landing dates (see `compact`).
+    # Bronze date by date: a compaction that conflicts with a load reruns that date only.
     claim = retention.partition_column(layer) if layer == "bronze" else None
     report.compacted = compact(lake, uri, claim_partitions=claim, step="compact", run_id=run_id)
     checkpoint(lake, uri)

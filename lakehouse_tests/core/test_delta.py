@@ -1,9 +1,15 @@
-"""Delta helpers: table reuse within one load, compaction of append-only tables."""
+"""Delta helpers: table reuse within one load, compaction of append-only tables, commits of
+written files and removals on the snapshot they were decided on."""
 
 from __future__ import annotations
 
+import time
+
 import polars as pl
+import pytest
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import RemoveAction
 
 from lakehouse.core import delta
 from lakehouse.core.lake import Lake
@@ -38,3 +44,30 @@ def test_compact_bin_packs_small_files_and_keeps_every_row(tmp_path):
     table = DeltaTable(uri)
     assert len(table.file_uris()) == 1
     assert sorted(pl.scan_delta(table).collect()["i"]) == [0, 1, 2, 3]
+
+
+def test_a_commit_with_removals_lands_only_on_the_snapshot_it_read(tmp_path):
+    """Replacing a row decided on a snapshot a compaction has since rewritten is refused (the
+    compacted file still holds the row); a commit that only adds files is rebased and lands."""
+    lake = Lake(str(tmp_path))
+    uri = lake.table_uri("bronze", "t")
+    for i in range(3):
+        delta.append(lake, uri, pl.DataFrame({"d": ["x"], "i": [i]}), partition_by=["d"])
+    stale = DeltaTable(uri)
+    files = pl.DataFrame(stale.get_add_actions(flatten=True)).filter(pl.col("min.i") == 0)
+    path, size = files.select("path", "size_bytes").row(0)
+    DeltaTable(uri).optimize.compact()  # a concurrent compaction commits first
+
+    def replacement() -> list:
+        part = ({"d": "x"}, pl.DataFrame({"d": ["x"], "i": [10]}))
+        return delta.write_data_files(lake, uri, [part], stats_columns=["i"])
+
+    remove = RemoveAction(path, True, int(time.time() * 1000), size, {"d": "x"})
+    schema = stale.schema().to_arrow()
+    with pytest.raises(CommitFailedError, match="where removals were read"):
+        delta.commit_files(
+            lake, uri, stale, replacement(), [remove], schema, partition_by=["d"], claims=["t"]
+        )
+    assert sorted(pl.read_delta(uri)["i"]) == [0, 1, 2]  # not [0, 1, 2, 10]: 0 was replaced
+    delta.commit_files(lake, uri, stale, replacement(), [], schema, partition_by=["d"], claims=[])
+    assert sorted(pl.read_delta(uri)["i"]) == [0, 1, 2, 10]

@@ -1,9 +1,11 @@
 """Maintenance primitives on real Delta tables: deleted rows unrecoverable after a zero-retention
 vacuum and log expiry, zero retention refused without the writers held, and no row lost while a
-real writer process appends and replaces partitions during compaction, vacuum and log expiry."""
+real writer process appends and replaces partitions during compaction, vacuum and log expiry;
+a bronze reload decided before a compaction is decided again after it, nothing kept twice."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from pathlib import Path
@@ -224,6 +226,82 @@ def test_stream_bronze_compacted_beside_its_writer_keeps_every_landed_row(tmp_pa
         landed.select("id", "amount").rows()
     )
     assert final.live_after == 1 and final.files_after == 1  # one partition, one file
+
+
+def _bronze_rows(lake: Lake) -> list[tuple]:
+    rows = pl.read_delta(lake.table_uri("bronze", "events"))
+    return sorted(rows.select("_source_file", "_row_number", "id", "amount").rows())
+
+
+def _landed_rows(lake: Lake) -> list[tuple]:
+    """Independently: every row of every landed file as it is now, with its file and row."""
+    folder = Path(lake.root) / "landing" / "events" / DAY
+    return sorted(
+        (f"events/{DAY}/{path.name}", number, row["id"], row["amount"])
+        for path in folder.glob("*.csv")
+        for number, row in enumerate(
+            pl.read_csv(path, schema_overrides={"amount": pl.String}).iter_rows(named=True), 1
+        )
+    )
+
+
+def test_a_reload_decided_before_a_compaction_is_decided_again_after_it(tmp_path, monkeypatch):
+    """A redelivered file's reload reads bronze, a compaction rewrites the data files it is
+    about to replace, and only then does the reload commit: the commit is refused and the
+    reload decides again on the compacted table, so the file's old rows go and none is kept
+    twice (delta-rs would have rebased the commit over the compaction)."""
+    from lakehouse.core import bronze
+    from lakehouse.core.contract import load_contracts
+
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    (contracts / "events.yaml").write_text(EVENTS)
+    (contract,) = load_contracts(contracts)
+    lake = Lake(str(tmp_path / "lake"))
+    uri = lake.table_uri("bronze", "events")
+    root = Path(lake.root)
+    for n in range(3):
+        _land(root, f"batch-{n:03d}.csv", [(f"m{n}-{k}", n) for k in range(3)])
+        bronze.load_bronze(lake, contract, [DAY], run_id=f"batch-{n}")
+        assert _bronze_rows(lake) == _landed_rows(lake)
+    assert maintenance.compact(lake, uri, claim_partitions=bronze.LANDING_DATE) == 3
+    _land(root, "batch-003.csv", [("m3-0", 3)])
+    bronze.load_bronze(lake, contract, [DAY], run_id="batch-3")
+    assert _bronze_rows(lake) == _landed_rows(lake)  # one compacted file and batch-003's
+
+    decide = bronze._replaced_data
+    decisions: list[int] = []
+    compacted: list[int] = []
+
+    def compacted_after_deciding(*args, **kwargs):
+        decided = decide(*args, **kwargs)
+        decisions.append(len(decided[0]))
+        if not compacted:  # the maintenance pass beside the load commits first
+            compacted.append(maintenance.compact(lake, uri, claim_partitions=bronze.LANDING_DATE))
+        return decided
+
+    monkeypatch.setattr(bronze, "_replaced_data", compacted_after_deciding)
+    _land(root, "batch-001.csv", [("m1-0", 1001), ("m1-9", 1001)])  # a correction
+    _land(root, "batch-004.csv", [("m4-0", 4)])  # and a new file in the same load
+    loaded = bronze.load_bronze(lake, contract, [DAY], run_id="batch-4")
+
+    assert compacted == [2], "the compaction did not rewrite the files the reload read"
+    assert _bronze_rows(lake) == _landed_rows(lake)
+    assert decisions == [1, 1], "the reload was not decided again on the compacted table"
+    assert sorted(f["path"] for f in loaded.files_loaded) == [
+        f"events/{DAY}/batch-001.csv",
+        f"events/{DAY}/batch-004.csv",
+    ]
+    # The refused commit left no file behind: every data file is live or removed by a commit.
+    log = Path(uri) / "_delta_log"
+    removed = {
+        action["remove"]["path"]
+        for commit in log.glob("*.json")
+        for action in map(json.loads, commit.read_text().splitlines())
+        if "remove" in action
+    }
+    data = {p for p in maintenance.delta_files(lake, uri) if not p.startswith("_delta_log")}
+    assert data == set(maintenance.live_files(lake, uri)) | removed
 
 
 @pytest.mark.s3
