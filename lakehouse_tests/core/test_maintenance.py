@@ -1,7 +1,8 @@
 """Maintenance primitives on real Delta tables: deleted rows unrecoverable after a zero-retention
 vacuum and log expiry, zero retention refused without the writers held, and no row lost while a
 real writer process appends and replaces partitions during compaction, vacuum and log expiry;
-a bronze reload decided before a compaction is decided again after it, nothing kept twice."""
+a bronze reload decided before a compaction is decided again after it, nothing kept twice, and
+silver's MERGE rerun after a compaction of the files it read."""
 
 from __future__ import annotations
 
@@ -302,6 +303,58 @@ def test_a_reload_decided_before_a_compaction_is_decided_again_after_it(tmp_path
     }
     data = {p for p in maintenance.delta_files(lake, uri) if not p.startswith("_delta_log")}
     assert data == set(maintenance.live_files(lake, uri)) | removed
+
+
+def test_a_silver_merge_on_a_snapshot_compacted_since_is_rerun(tmp_path, monkeypatch):
+    """Silver's MERGE reads its target itself, so a compaction that commits between that read
+    and the MERGE's commit (the partition's files rewritten into one) makes the MERGE conflict
+    and the publish rerun: silver keeps one row per key, the corrected one."""
+    from lakehouse.core import publish
+    from lakehouse.core.bronze import load_bronze
+    from lakehouse.core.contract import load_contracts
+    from lakehouse.core.silver import load_silver
+    from lakehouse_tests.small_lake import HEADER, deliver, deliver_reference_data, order, text
+
+    contracts = {c.name: c for c in load_contracts()}
+    day = "2024-04-01"
+    lake = Lake(str(tmp_path))
+
+    def load() -> None:
+        for source in ("stores", "customers", "orders"):
+            load_bronze(lake, contracts[source], [day], run_id="test")
+            load_silver(lake, contracts[source], [day], run_id="test")
+
+    def silver() -> list[tuple]:
+        rows = pl.read_delta(lake.table_uri("silver", "orders"))
+        return sorted(rows.select("id", "order_total").rows())
+
+    deliver_reference_data(tmp_path, day)
+    deliver(tmp_path, "orders", day, "a.csv", text([HEADER, order("o0", day), order("o1", day)]))
+    load()
+    deliver(tmp_path, "orders", day, "b.csv", text([HEADER, order("o2", day)]))
+    load()  # inserts only: a second data file in the event date's partition
+    uri = lake.table_uri("silver", "orders")
+    assert len(maintenance.live_files(lake, uri)) == 2
+
+    merge = publish._merge
+    merges: list[int] = []
+
+    def compacted_first(contract, table, *args, **kwargs):
+        if not merges:  # the maintenance pass beside the publish commits first
+            merges.append(maintenance.compact(lake, uri))
+        merges.append(table.version())
+        return merge(contract, table, *args, **kwargs)
+
+    monkeypatch.setattr(publish, "_merge", compacted_first)
+    total = order("o1", day).split(",")[-1]
+    corrected = text([HEADER, order("o0", day), order("o1", day, order_total="999")])
+    deliver(tmp_path, "orders", day, "a.csv", corrected)
+    load()
+    assert merges[0] == 2, "the compaction did not rewrite the partition's files"
+    assert merges[1] < merges[2], "the MERGE was not rerun on the compacted table"
+    # Independently, from the landed files: o0 and o2 as first landed, o1 corrected, once each.
+    assert silver() == [("o0", int(total)), ("o1", 999), ("o2", int(total))]
+    assert len(maintenance.live_files(lake, uri)) <= 2
 
 
 @pytest.mark.s3
