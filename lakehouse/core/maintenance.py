@@ -113,7 +113,7 @@ def compact(
     lake: Lake,
     uri: str,
     *,
-    claim_partitions: str | None = None,
+    by_partition: str | None = None,
     target_size: int | None = None,
     **metadata: Any,
 ) -> int:
@@ -121,7 +121,7 @@ def compact(
 
     `target_size` (bytes; default delta-rs' 100 MiB): the size files are packed to; a file at
     least that big is left as it is, so compacting often rewrites the new small files only.
-    `claim_partitions` (a partition column): each of its partitions is compacted in a commit of
+    `by_partition` (a partition column): each of its partitions is compacted in a commit of
     its own, so a conflict with a writer of one partition reruns that partition's rewrite only.
 
     Data does not change (readers following the table ignore the commit). A concurrent writer
@@ -134,10 +134,10 @@ def compact(
     table = _table(lake, uri)
     if table is None:
         return 0
-    if claim_partitions is None:
+    if by_partition is None:
         return _compact(lake, uri, None, metadata, target_size)
     counts = pl.DataFrame(table.get_add_actions(flatten=True))
-    key = f"partition.{claim_partitions}"
+    key = f"partition.{by_partition}"
     if counts.is_empty() or key not in counts.columns:
         return 0
     crowded = (
@@ -149,7 +149,7 @@ def compact(
         .to_list()
     )
     return sum(
-        _compact(lake, uri, [(claim_partitions, "=", v)], metadata, target_size) for v in crowded
+        _compact(lake, uri, [(by_partition, "=", v)], metadata, target_size) for v in crowded
     )
 
 
@@ -406,8 +406,8 @@ def maintain_table(
         delete_partitions(lake, uri, column, expired, **metadata)
     progress(f"{report.table}: compacting small files")
     # Bronze date by date: a compaction that conflicts with a load reruns that date only.
-    claim = retention.partition_column(layer) if layer == "bronze" else None
-    report.compacted = compact(lake, uri, claim_partitions=claim, step="compact", run_id=run_id)
+    column = retention.partition_column(layer) if layer == "bronze" else None
+    report.compacted = compact(lake, uri, by_partition=column, step="compact", run_id=run_id)
     checkpoint(lake, uri)
     progress(f"{report.table}: vacuum at {history_hours:g} h")
     present = _data_files(lake, uri)

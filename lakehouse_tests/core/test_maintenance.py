@@ -265,7 +265,7 @@ def test_a_reload_decided_before_a_compaction_is_decided_again_after_it(tmp_path
         _land(root, f"batch-{n:03d}.csv", [(f"m{n}-{k}", n) for k in range(3)])
         bronze.load_bronze(lake, contract, [DAY], run_id=f"batch-{n}")
         assert _bronze_rows(lake) == _landed_rows(lake)
-    assert maintenance.compact(lake, uri, claim_partitions=bronze.LANDING_DATE) == 3
+    assert maintenance.compact(lake, uri, by_partition=bronze.LANDING_DATE) == 3
     _land(root, "batch-003.csv", [("m3-0", 3)])
     bronze.load_bronze(lake, contract, [DAY], run_id="batch-3")
     assert _bronze_rows(lake) == _landed_rows(lake)  # one compacted file and batch-003's
@@ -278,7 +278,7 @@ def test_a_reload_decided_before_a_compaction_is_decided_again_after_it(tmp_path
         decided = decide(*args, **kwargs)
         decisions.append(len(decided[0]))
         if not compacted:  # the maintenance pass beside the load commits first
-            compacted.append(maintenance.compact(lake, uri, claim_partitions=bronze.LANDING_DATE))
+            compacted.append(maintenance.compact(lake, uri, by_partition=bronze.LANDING_DATE))
         return decided
 
     monkeypatch.setattr(bronze, "_replaced_data", compacted_after_deciding)
@@ -382,7 +382,7 @@ def test_primitives_on_s3_leave_only_live_files_and_no_old_version(tmp_path):
         assert maintenance.tables_in(lake, "silver") == ["people"]
         assert maintenance.partition_rows(lake, uri, "d") == {"2024-01-01": 2, "2024-01-02": 2}
         assert maintenance.delete_partitions(lake, uri, "d", ["2024-01-02"], step="t") == 2
-        assert maintenance.compact(lake, uri, claim_partitions="d", step="t") == 2
+        assert maintenance.compact(lake, uri, by_partition="d", step="t") == 2
         maintenance.vacuum(lake, uri, retention_hours=0, writers_held=True)
         assert maintenance.expire_log(lake, uri, retention_hours=0, writers_held=True) > 0
         data = [p for p in maintenance.delta_files(lake, uri) if not p.startswith("_delta_log")]

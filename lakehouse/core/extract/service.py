@@ -11,8 +11,8 @@ with each publish; above `lag_warn_bytes` it is logged as a warning (the slot ho
 WAL on the source database), and reported even when nothing landed.
 
 Each micro-batch adds a data file to bronze and to silver; past `COMPACT_FILES` small data files
-in a table the service compacts them after a publish (`lakehouse.core.maintenance.compact`, bronze's
-landing dates claimed), so reads (silver's key lookups, gold, the bench) do not slow down as the
+in a table the service compacts them after a publish (`lakehouse.core.maintenance.compact`, bronze
+date by date), so reads (silver's key lookups, gold, the bench) do not slow down as the
 day goes on.
 
 A service killed at any point loses nothing and repeats nothing: the landed file carries the
@@ -170,7 +170,7 @@ class _Publisher:
             self._error = exc
 
     def _compact(self) -> None:
-        for layer, claim in (("bronze", LANDING_DATE), ("silver", None)):
+        for layer, column in (("bronze", LANDING_DATE), ("silver", None)):
             uri = self.lake.table_uri(layer, self.contract.name)
             table = delta.open_table(self.lake, uri)
             if table is None:
@@ -182,7 +182,7 @@ class _Publisher:
             removed = maintenance.compact(
                 self.lake,
                 uri,
-                claim_partitions=claim,
+                by_partition=column,
                 target_size=COMPACT_TARGET_BYTES,
                 step="stream compact",
                 run_id=self.run_id,
