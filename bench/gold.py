@@ -66,6 +66,16 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
+def step_seconds(records) -> dict[str, float]:
+    """Each step's seconds from its start to its success, from a run's event log records."""
+    steps: dict[str, list[float]] = {}
+    for record in records:
+        event = record.dagster_event
+        if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+            steps.setdefault(event.step_key or "", []).append(record.timestamp)
+    return {k: round(v[-1] - v[0], 3) for k, v in steps.items() if len(v) > 1}
+
+
 def _gold_run(lake, instance) -> dict:
     """Start the gold run silver's changes call for; its wall, step and dbt seconds."""
     import dagster as dg
@@ -90,19 +100,15 @@ def _gold_run(lake, instance) -> dict:
     if not result.success:
         msg = "gold run failed"
         raise RuntimeError(msg)
-    steps: dict[str, list[float]] = {}
-    dbt = 0.0
     records = instance.all_logs(result.run_id)
-    for record in records:
-        event = record.dagster_event
-        if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
-            steps.setdefault(event.step_key or "", []).append(record.timestamp)
-        found = DBT_FINISHED.search(record.user_message or "")
-        if found:
-            dbt += float(found.group(1))
+    dbt = sum(
+        float(found.group(1))
+        for record in records
+        if (found := DBT_FINISHED.search(record.user_message or ""))
+    )
     return {
         "seconds": seconds,
-        "steps": {k: round(v[-1] - v[0], 3) for k, v in steps.items()},
+        "steps": step_seconds(records),
         "dbt_seconds": round(dbt, 3),
         "overhead_seconds": round(seconds - dbt, 3),
         "events": len(records),

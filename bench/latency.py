@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import data
+from bench.gold import step_seconds
 
 SOURCE = "orders"
 TIMEOUT = 300.0
@@ -117,11 +118,6 @@ def _runs_since(home: Path, since: float) -> list[dict]:
         records = instance.get_run_records(dg.RunsFilter(created_after=_utc(since)))
         for record in sorted(records, key=lambda r: r.create_timestamp):
             run = record.dagster_run
-            steps: dict[str, list[float]] = {}
-            for entry in instance.all_logs(run.run_id):
-                event = entry.dagster_event
-                if event is not None and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
-                    steps.setdefault(event.step_key or "", []).append(entry.timestamp)
             out.append(
                 {
                     "trigger": run.tags.get("lakehouse/trigger")
@@ -129,7 +125,7 @@ def _runs_since(home: Path, since: float) -> list[dict]:
                     "created": round(record.create_timestamp.timestamp() - since, 1),
                     "started": round((record.start_time or since) - since, 1),
                     "ended": round((record.end_time or since) - since, 1),
-                    "steps": {k: round(v[-1] - v[0], 1) for k, v in steps.items() if len(v) > 1},
+                    "steps": step_seconds(instance.all_logs(run.run_id)),
                 }
             )
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +103,21 @@ def detokenised(lake: Lake, frame: pl.DataFrame) -> pl.DataFrame:
     clear = vault.clear_values(lake, {t for c in tokens for t in frame.get_column(c).drop_nulls()})
     derived = [c for c in frame.columns if c in TOKEN_DERIVED or c.endswith("_sk")]
     return frame.drop(derived).with_columns(pl.col(c).replace(clear) for c in tokens)
+
+
+def expected_revenue(lake: Lake, days: Sequence[str] | None = None) -> pl.DataFrame:
+    """`gold/daily_store_revenue` as the landed orders (of `days`, default every landing date)
+    make it, computed here with DuckDB over the landing files."""
+    import duckdb
+
+    from lakehouse.core.landing import list_landing_files
+
+    files = [
+        f.uri for f in list_landing_files(lake, "orders") if days is None or f.landing_date in days
+    ]
+    return duckdb.sql(
+        "select store_id, cast(ordered_at as date) as order_date, count(*) as order_count, "
+        "sum(cast(order_total as bigint)) as revenue "
+        "from read_csv($files, all_varchar = true) group by all order by all",
+        params={"files": files},
+    ).pl()

@@ -15,28 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from lakehouse.core.lake import PROJECT_DIR, Lake
-from lakehouse.core.landing import list_landing_files
 from lakehouse.core.seed import seed
+from lakehouse_tests.conftest import expected_revenue
 
 pytestmark = [pytest.mark.daemon, pytest.mark.slow]
 
 DEADLINE_SECONDS = 420
-
-
-def expected_revenue(lake: Lake) -> pl.DataFrame:
-    files = [f.uri for f in list_landing_files(lake, "orders")]
-    return duckdb.sql(
-        "select store_id, cast(ordered_at as date) as order_date, count(*) as order_count, "
-        "sum(cast(order_total as bigint)) as revenue "
-        "from read_csv($files, all_varchar = true) group by all order by all",
-        params={"files": files},
-    ).pl()
 
 
 def gold_revenue(lake: Lake) -> pl.DataFrame | None:

@@ -31,6 +31,7 @@ from lakehouse.defs.gold import (
     pending_gold_runs,
 )
 from lakehouse.defs.partitions import daily_partitions
+from lakehouse.defs.recovery import UNFINISHED
 from lakehouse.defs.resources import LakeResource, LazyS3Resource
 from lakehouse.defs.sources import bronze_key, silver_check_keys, silver_key
 
@@ -100,6 +101,12 @@ def ledger_from_lake(lake: Lake) -> Ledger:
     )
 
 
+def loaded_sources(load: Load, children: Mapping[str, Sequence[str]]) -> list[str]:
+    """The sources a load's run loads: its own and their child sources (`explode:`), which
+    read the same landed files."""
+    return [c for s in load.sources for c in (s, *children.get(s, ()))]
+
+
 def run_request(
     load: Load,
     children: Mapping[str, Sequence[str]] | None = None,
@@ -113,8 +120,7 @@ def run_request(
     `children`: source -> its child sources (`explode:`), which read the source's landed files:
     they load in the same run. `checks`: source -> its silver checks, the run's only selected
     checks (gold records its dbt tests as evaluations; see `GoldRun.selection`)."""
-    children = children or {}
-    sources = [c for s in load.sources for c in (s, *children.get(s, ()))]
+    sources = loaded_sources(load, children or {})
     assets = [*map(bronze_key, sources), *map(silver_key, sources), *gold]
     tags = {**LANDING_RUN, "lakehouse/files": str(len(load.files))}
     if gold:
@@ -197,8 +203,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
         )
         requests = []
         for load in loads:
-            touched = {c for s in load.sources for c in (s, *children.get(s, ()))}
-            gold = gold_downstream_of(the_lake, touched)
+            gold = gold_downstream_of(the_lake, set(loaded_sources(load, children)))
             requests.append(run_request(load, children, gold, checks))
         return dg.SensorResult(run_requests=requests, cursor=result.ledger.encode())
 
@@ -207,13 +212,7 @@ def build_landing_sensor(contracts: Sequence[Contract]) -> dg.SensorDefinition:
 
 GOLD_TICK_SECONDS = 15
 
-_ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+_ACTIVE = [*UNFINISHED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.CANCELING]
 
 
 @dg.sensor(

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -15,12 +14,11 @@ from dagster_aws.s3 import S3Resource
 from lakehouse.core import delta
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse.core.landing import list_landing_files
 from lakehouse.definitions import defs
 from lakehouse.defs.gold import GOLD_TAG, SILVER_CHANGES
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import expected_revenue, preserved_environ, resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     deliver,
@@ -59,17 +57,6 @@ def execute(lake: Lake, instance: dg.DagsterInstance, request: dg.RunRequest):
             instance=instance,
             raise_on_error=False,
         )
-
-
-def expected_revenue(lake: Lake, days: list[str]) -> pl.DataFrame:
-    """Revenue per store and day from the landed orders of `days`, computed here."""
-    files = [f.uri for f in list_landing_files(lake, "orders") if f.landing_date in days]
-    return duckdb.sql(
-        "select store_id, cast(ordered_at as date) as order_date, count(*) as order_count, "
-        "sum(cast(order_total as bigint)) as revenue "
-        "from read_csv($files, all_varchar = true) group by all order by all",
-        params={"files": files},
-    ).pl()
 
 
 def gold_revenue(lake: Lake) -> pl.DataFrame:
