@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--role", action="append", help="rebuild only this role's file (repeatable)"
     )
     erase_p = sub.add_parser(
-        "erase", help="erase a data subject's rows from every layer and make them unrecoverable"
+        "erase",
+        help="erase a data subject's rows from every layer and make them unrecoverable",
+        description="Exit status: 0 erased, 1 no such subject (nothing changed), 2 refused "
+        "(bad request, runs in progress), 3 stopped midway (run it again to finish).",
     )
     erase_p.add_argument(
         "--subject", required=True, metavar="SUBJECT:ID", help="e.g. customers:<customer id>"
@@ -424,6 +427,7 @@ def _erase(lake: Lake, request: str) -> int:
     if not sep or not subject or not identifier:
         print(f"error: --subject `{request}` is not SUBJECT:ID", file=sys.stderr)
         return 2
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the instance's storage set-up
     if os.environ.get("DAGSTER_HOME"):
         import dagster as dg
 
@@ -441,11 +445,24 @@ def _erase(lake: Lake, request: str) -> int:
                 file=sys.stderr,
             )
             return 2
-    done = erase(lake, subject, identifier, writers_held=True)
+    try:
+        done = erase(lake, subject, identifier, writers_held=True)
+    except LakehouseError:
+        raise
+    except Exception as exc:
+        log.exception("erasure of %s stopped", subject)
+        print(
+            f"error: the erasure stopped midway ({type(exc).__name__}: {exc}); the subject may "
+            "be erased from some tables only: run the same `lakehouse erase` again to finish it",
+            file=sys.stderr,
+        )
+        return 3
+    for table in done.resumed:
+        print(f"finished the interrupted erasure {done.request_id} of {table}")
     for path in done.landing_files:
         print(f"landing file still holding the subject (the source's owners must erase it): {path}")
     if not done.found:
-        print(f"{subject}: no such subject in the lake; nothing changed")
+        print(f"{subject}: no such subject in the lake (never loaded, or erased); nothing changed")
         return 1
     for table, rows in sorted(done.rows.items()):
         print(f"erased {rows} row(s) from {table}")

@@ -3,7 +3,8 @@ subject's clear values or tokens; old versions cannot be read; everyone else is 
 holds what the landing files say without the subject, and knows its aggregates must follow.
 
 A small lake through Dagster (two landing dates, a quarantined order and customer of the subject),
-Dagster's own storage on disk in the test's directory.
+Dagster's own storage on disk in the test's directory. The erasure is killed midway through
+its purge once (exit 3) and finished by running the same command again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
 from lakehouse.cli import main
-from lakehouse.core import follow, system
+from lakehouse.core import follow, maintenance, system
 from lakehouse.core.lake import Lake
 from lakehouse.core.serve import POSTGRES_ENV
 from lakehouse.core.serve_postgres import libpq_uri
@@ -114,6 +115,23 @@ def scan(roots: list[Path], needles: list[str]) -> dict[str, list[str]]:
     return found
 
 
+class Interrupted(Exception):
+    """The process dying midway, injected."""
+
+
+def interrupt(monkeypatch, module, name: str, after: int) -> None:
+    """Make `module.name` fail on its call number `after` + 1 (the first `after` calls run)."""
+    real, calls = getattr(module, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(name)
+        if len(calls) > after:
+            raise Interrupted(f"killed at {name} #{len(calls)}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dying)
+
+
 def silver(lake: Lake, source: str) -> pl.DataFrame:
     return pl.read_delta(lake.table_uri("silver", source))
 
@@ -173,8 +191,15 @@ def test_an_erased_subject_leaves_no_byte_behind(tmp_path: Path, monkeypatch, ca
         assert main(["--root", str(root), "erase", "--subject", "customers:nobody"]) == 1
         assert "no such subject" in capsys.readouterr().out
         assert main(["--root", str(root), "erase", "--subject", "products:x"]) == 2
-        assert main(["--root", str(root), "erase", "--subject", f"customers:{GONE}"]) == 0
+        erase_gone = ["--root", str(root), "erase", "--subject", f"customers:{GONE}"]
+        with monkeypatch.context() as patch:  # killed midway through the purge
+            interrupt(patch, maintenance, "expire_log", 1)
+            assert main(erase_gone) == 3
+        assert "run the same `lakehouse erase` again" in capsys.readouterr().err
+        assert scan([root], [GONE_NAME])[GONE_NAME]  # old versions still hold him
+        assert main(erase_gone) == 0
         out = capsys.readouterr().out
+        assert "finished the interrupted erasure" in out
         # the landing zone is never modified: the report names every file still holding him
         for day in DAYS:
             assert f"orders/{day}/orders.csv" in out and f"tweets/{day}/tweets.csv" in out

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
@@ -309,19 +310,67 @@ def write_data_files(
 
 
 def _file_stats(data: pl.DataFrame, columns: Sequence[str]) -> str:
-    stats: dict[str, Any] = {
-        "numRecords": data.height,
-        "minValues": {},
-        "maxValues": {},
-        "nullCount": {},
-    }
+    """A data file's statistics in Delta's JSON format (PROTOCOL.md, "Per-file Statistics").
+
+    Integers and decimals are JSON numbers (decimals with their exact digits), dates
+    `YYYY-MM-DD`, timestamps ISO 8601 at millisecond precision (`Z` when zoned: UTC; the
+    minimum rounded down, the maximum up, so each still bounds the file's values), strings as
+    they are. Booleans, binary and floats holding NaN or infinities get their null count only
+    (no bounds a reader could trust: a wrong bound makes it skip a file that holds a match),
+    nested columns no statistics.
+    """
+    minimum: dict[str, str] = {}
+    maximum: dict[str, str] = {}
+    nulls: dict[str, str] = {}
     for name in columns:
         column = data.get_column(name)
-        stats["nullCount"][name] = nulls = column.null_count()
-        if nulls < data.height:
-            stats["minValues"][name] = column.min()
-            stats["maxValues"][name] = column.max()
-    return json.dumps(stats)
+        if column.dtype.is_nested():
+            continue
+        nulls[name] = str(column.null_count())
+        bounds = _stat_bounds(column) if column.null_count() < data.height else None
+        if bounds is not None:
+            minimum[name], maximum[name] = bounds
+
+    def obj(values: dict[str, str]) -> str:
+        return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in values.items()) + "}"
+
+    return (
+        f'{{"numRecords":{data.height},"minValues":{obj(minimum)},'
+        f'"maxValues":{obj(maximum)},"nullCount":{obj(nulls)}}}'
+    )
+
+
+def _stat_bounds(column: pl.Series) -> tuple[str, str] | None:
+    """(minimum, maximum) of a column with a value, as JSON text (None: no usable bounds)."""
+    dtype = column.dtype
+    if dtype.is_integer():
+        return str(int(column.min())), str(int(column.max()))  # type: ignore[arg-type]
+    if dtype.is_decimal():
+        low, high = column.min(), column.max()
+        return format(low, "f"), format(high, "f")
+    if dtype.is_float():
+        if column.is_nan().any() or column.is_infinite().any():
+            return None
+        return json.dumps(float(column.min())), json.dumps(float(column.max()))  # type: ignore[arg-type]
+    if dtype == pl.String or dtype == pl.Categorical or dtype == pl.Enum:
+        values = column.cast(pl.String)
+        return json.dumps(values.min()), json.dumps(values.max())
+    if dtype == pl.Date:
+        return json.dumps(column.min().isoformat()), json.dumps(column.max().isoformat())  # type: ignore[union-attr]
+    if isinstance(dtype, pl.Datetime):
+        zoned = dtype.time_zone is not None
+        utc = column.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if zoned else column
+        truncated = utc.dt.truncate("1ms")
+        low, high = truncated.min(), truncated.max()
+        if (utc > high).any():
+            high += timedelta(milliseconds=1)  # type: ignore[operator]
+        suffix = "Z" if zoned else ""
+
+        def text(value: Any) -> str:
+            return json.dumps(value.isoformat(timespec="milliseconds") + suffix)
+
+        return text(low), text(high)
+    return None
 
 
 def discard_files(lake: Lake, uri: str, actions: Sequence[AddAction]) -> None:

@@ -9,17 +9,26 @@ rows. `erase(lake, "customers", "<id>")`:
 2. rewrites every data file holding one of those rows without it: one commit per table that
    removes the old files and adds the rewritten ones. No delete predicate is written (Delta keeps
    predicates in its log), and the new files' statistics hold only the remaining rows;
-3. makes the old bytes unrecoverable: a zero-retention vacuum of each touched table and the expiry
-   of its whole log before a fresh checkpoint (`core.maintenance`; the per-file statistics of the
-   removed files live in the old commits), so no version before the erasure can be read;
-4. deletes the subject's rows from the DuckDB warehouse (the dbt snapshot's history included) and
-   copies the warehouse to a new file (DuckDB keeps freed blocks), and removes the role stores
+3. deletes the subject's rows from the DuckDB warehouse (the dbt snapshot's history included);
+4. deletes the subject's vault rows (the same way as in 2): its identifier's token, and the
+   tokens of its other PII values that no remaining silver row still uses;
+5. copies the warehouse to a new file (DuckDB keeps freed blocks) and removes the role stores
    served from gold (`<serve>/*.duckdb`; rebuilt from gold on the next serve);
-5. deletes the subject's vault rows: its identifier's token, and the tokens of its other PII
-   values that no remaining silver row still uses;
 6. records the request in `_system/erasure_log` (request id, time, tables, rows, versions; never
    a value or a token) and lists the landing files that still hold the subject: the landing zone
-   is the source systems' copy and is never modified.
+   is the source systems' copy and is never modified;
+7. makes the old bytes unrecoverable: a zero-retention vacuum of each touched table, then the
+   expiry of its whole log before a fresh checkpoint (`core.maintenance`; the per-file statistics
+   of the removed files live in the old commits), so no version before the erasure can be read;
+   the vault last.
+
+An erasure interrupted midway (a crash, a kill) is finished by running it again: the rerun finds
+the rows still there, and every table whose erasure commit still has older versions in its log
+(`unpurged_erasure`: rewritten, not yet vacuumed and expired), and carries on under the
+interrupted request's id (its log row is written once, before the purge). The vault is rewritten after every layer and purged last, so a rerun still
+knows the subject's tokens while any layer holds their rows, and sees an unfinished erasure
+while the warehouse copy or any purge may be missing; a table rewritten before the interruption
+still holds its pre-erasure version, where the rerun finds the subject's other PII tokens.
 
 A subject found nowhere changes nothing (`Erasure.found` is false). Zero retention is safe only
 while nothing writes these tables: the caller holds the writers off (`writers_held=True`, see
@@ -55,6 +64,20 @@ from lakehouse.core.serve import serve_dir
 Match = Callable[[pl.DataFrame], pl.Expr | None]
 """Given a data file's rows, the expression true for the subject's rows (None: none can be)."""
 
+STEP = "erase subject"
+"""The `step` of an erasure's commits."""
+ERASED_ROWS = "lakehouse.erased_rows"
+"""Commit metadata of an erasure's rewrite: the rows it deleted."""
+
+
+@dataclass(frozen=True)
+class Unpurged:
+    """A table's erasure commit whose older versions are still in the log."""
+
+    request_id: str
+    version: int
+    rows: int
+
 
 @dataclass
 class Erasure:
@@ -69,6 +92,8 @@ class Erasure:
     landing_files: list[str] = field(default_factory=list)
     """Landing files (relative paths) that still hold the subject's identifier."""
     served_removed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    """`layer/table`s an interrupted erasure had rewritten and this one purged."""
 
     @property
     def found(self) -> bool:
@@ -108,11 +133,25 @@ def erase(
         raise ConfigError(msg)
     contracts = list(contracts) if contracts is not None else load_contracts()
     columns = subject_columns(contracts, subject)
-    out = Erasure(request_id or uuid.uuid4().hex, subject)
+    sources = sorted({c.name for c, _ in columns})
+    names = {
+        lake.table_uri(layer, source): f"{layer}/{source}"
+        for source in sources
+        for layer in ("bronze", "quarantine", "silver")
+    }
+    names |= {uri: uri.split("/lake/", 1)[1] for uri in _gold_tables(lake)}
+    names[vault.vault_uri(lake)] = "vault"
+    unpurged = {uri: u for uri in names if (u := unpurged_erasure(lake, uri)) is not None}
+    interrupted = next((u.request_id for u in unpurged.values()), None)
+    out = Erasure(request_id or interrupted or uuid.uuid4().hex, subject)
+    for uri, u in unpurged.items():
+        out.rows[names[uri]] = u.rows
+        out.versions[names[uri]] = u.version
+        out.resumed.append(names[uri])
     token = vault.lookup(lake, f"subject:{subject}", [identifier]).get(identifier)
-    out.landing_files = _landing_files(lake, {c.name for c, _ in columns}, identifier)
+    out.landing_files = _landing_files(lake, set(sources), identifier)
 
-    touched: list[str] = []
+    touched: list[str] = list(unpurged)
     other_tokens: set[str] = set()
     for contract, col in columns:
         silver_match = _equals(col.silver_name, token)
@@ -124,12 +163,15 @@ def erase(
         ):
             uri = lake.table_uri(layer, contract.name)
             if layer == "silver" and token is not None:
-                other_tokens |= _values(lake, uri, silver_match, tokenised)
-            if _rewrite(lake, uri, f"{layer}/{contract.name}", match, out):
+                other_tokens |= _values(delta.scan(lake, uri), silver_match, tokenised)
+                if uri in unpurged:  # rewritten by the interrupted erasure: its rows are older
+                    before = _scan_version(lake, uri, unpurged[uri].version - 1)
+                    other_tokens |= _values(before, silver_match, tokenised)
+            if _rewrite(lake, uri, names[uri], match, out):
                 touched.append(uri)
     if token is not None:
-        for uri in _gold_tables(lake):
-            if _rewrite(lake, uri, uri.split("/lake/", 1)[1], _any_string_equals(token), out):
+        for uri in (u for u, name in names.items() if name.startswith("gold/")):
+            if _rewrite(lake, uri, names[uri], _any_string_equals(token), out):
                 touched.append(uri)
         _erase_warehouse(lake, token, out)
         still_used = _used_tokens(lake, contracts, other_tokens - {token})
@@ -139,16 +181,41 @@ def erase(
             touched.append(vault.vault_uri(lake))
     if not out.found:
         return out
-    for uri in touched:
-        maintenance.expire_log(lake, uri, retention_hours=0, writers_held=writers_held)
-        maintenance.vacuum(lake, uri, retention_hours=0, writers_held=writers_held)
-    for contract in contracts:
-        deleted = out.rows.get(f"silver/{contract.name}")
-        if deleted:
-            _tell_followers(lake, lake.table_uri("silver", contract.name), deleted, out)
+    _rewrite_warehouse(Path(lake.warehouse_path))
     out.served_removed = _remove_served(lake)
     _record(lake, out)
+    # The vault last: while it is unpurged, a rerun knows an erasure is unfinished.
+    for uri in sorted(set(touched), key=lambda u: (names[u] == "vault", names[u])):
+        # Vacuum first: a log expired before its table's vacuum would hide the old files left.
+        maintenance.vacuum(lake, uri, retention_hours=0, writers_held=writers_held)
+        maintenance.expire_log(lake, uri, retention_hours=0, writers_held=writers_held)
+        deleted = out.rows.get(names[uri]) if names[uri].startswith("silver/") else None
+        if deleted:
+            _tell_followers(lake, uri, deleted, out)
     return out
+
+
+def unpurged_erasure(lake: Lake, uri: str) -> Unpurged | None:
+    """The table's latest erasure rewrite, if versions before it can still be read (None: none,
+    or purged: vacuumed and its log expired)."""
+    table = delta.open_table(lake, uri)
+    if table is None:
+        return None
+    commits = table.history()
+    rewrites = [
+        c for c in commits if c.get("step") == STEP and CHANGES_KEY not in c and "version" in c
+    ]
+    if not rewrites:
+        return None
+    latest = max(rewrites, key=lambda c: c["version"])
+    if min(c.get("version", latest["version"]) for c in commits) >= latest["version"]:
+        return None
+    rows = int(latest.get(ERASED_ROWS, 0))
+    return Unpurged(str(latest.get("run_id", "")), int(latest["version"]), rows)
+
+
+def _scan_version(lake: Lake, uri: str, version: int) -> pl.LazyFrame:
+    return pl.scan_delta(uri, version=version, storage_options=lake.storage_options or None)
 
 
 def _equals(column: str, value: str | None) -> Match:
@@ -192,9 +259,8 @@ def _files(lake: Lake, uri: str, table: DeltaTable) -> list[tuple[dict, pl.DataF
     return out
 
 
-def _values(lake: Lake, uri: str, match: Match, columns: Sequence[str]) -> set[str]:
-    """The values of `columns` in the rows `match` selects."""
-    frame = delta.scan(lake, uri)
+def _values(frame: pl.LazyFrame | None, match: Match, columns: Sequence[str]) -> set[str]:
+    """The values of `columns` in the rows of `frame` that `match` selects."""
     if frame is None:
         return set()
     names = frame.collect_schema().names()
@@ -241,12 +307,7 @@ def _rewrite(
         )
     if not removes:
         return False
-    stats = [
-        n
-        for part in parts[:1]
-        for n, t in part[1].schema.items()
-        if n not in partition_by and (t.is_numeric() or t == pl.String)
-    ]
+    stats = [n for part in parts[:1] for n in part[1].columns if n not in partition_by]
     adds = delta.write_data_files(lake, uri, parts, stats_columns=stats)
     try:
         delta.commit_files(
@@ -259,12 +320,13 @@ def _rewrite(
             partition_by=partition_by,
             claims=claims,
             run_id=out.request_id,
-            step="erase subject",
+            step=STEP,
+            **{ERASED_ROWS: deleted},
         )
     except Exception:
         delta.discard_files(lake, uri, adds)
         raise
-    out.rows[name] = deleted
+    out.rows[name] = out.rows.get(name, 0) + deleted
     out.versions[name] = delta.open_table(lake, uri).version()
     return True
 
@@ -283,7 +345,7 @@ def _tell_followers(lake: Lake, uri: str, deleted: int, out: Erasure) -> None:
         schema=table.schema(),
         partition_by=list(table.metadata().partition_columns),
         commit_properties=delta.commit_properties(
-            run_id=out.request_id, step="erase subject", **{CHANGES_KEY: changes}
+            run_id=out.request_id, step=STEP, **{CHANGES_KEY: changes}
         ),
     )
     out.versions[uri.split("/lake/", 1)[1]] = table.version()
@@ -322,7 +384,7 @@ def _used_tokens(lake: Lake, contracts: Sequence[Contract], tokens: set[str]) ->
 
 
 def _erase_warehouse(lake: Lake, token: str, out: Erasure) -> None:
-    """Delete every warehouse row holding `token`, then copy the warehouse to a new file."""
+    """Delete every warehouse row holding `token` (`_rewrite_warehouse` then drops their bytes)."""
     path = Path(lake.warehouse_path)
     if not path.exists():
         return
@@ -343,12 +405,15 @@ def _erase_warehouse(lake: Lake, token: str, out: Erasure) -> None:
             ).fetchone()
             if deleted and deleted[0]:
                 out.rows[f"warehouse:{schema}.{table}"] = int(deleted[0])
-    if any(k.startswith("warehouse:") for k in out.rows):
-        _rewrite_warehouse(path)
 
 
 def _rewrite_warehouse(path: Path) -> None:
-    """Copy the warehouse into a fresh file and put it in place: freed blocks stay behind."""
+    """Copy the warehouse into a fresh file and put it in place: freed blocks stay behind.
+
+    After every erasure that found something, not only one that deleted warehouse rows: an
+    interrupted erasure may have deleted them and not yet copied the file."""
+    if not path.exists():
+        return
     fresh = path.with_name(f".{path.name}.erasure-{uuid.uuid4().hex}")
     with duckdb.connect() as con:
         con.execute(f"attach '{path}' as old (read_only)")
@@ -380,6 +445,10 @@ def _landing_files(lake: Lake, sources: set[str], identifier: str) -> list[str]:
 
 
 def _record(lake: Lake, out: Erasure) -> None:
+    """The request's row in the erasure log, once: a rerun finishing its purge adds none."""
+    logged = system.read_table(lake, system.ERASURE_LOG)
+    if not logged.is_empty() and out.request_id in logged.get_column("request_id").to_list():
+        return
     row = {
         "request_id": out.request_id,
         "subject": out.subject,

@@ -4,6 +4,8 @@ written files and removals on the snapshot they were decided on."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import polars as pl
 import pytest
@@ -71,3 +73,53 @@ def test_a_commit_with_removals_lands_only_on_the_snapshot_it_read(tmp_path):
     assert sorted(pl.read_delta(uri)["i"]) == [0, 1, 2]  # not [0, 1, 2, 10]: 0 was replaced
     delta.commit_files(lake, uri, stale, replacement(), [], schema, partition_by=["d"], claims=[])
     assert sorted(pl.read_delta(uri)["i"]) == [0, 1, 2, 10]
+
+
+def test_written_files_carry_statistics_that_bound_every_type(tmp_path):
+    """Each column's statistics in Delta's JSON format, read back by delta-rs: a filtered scan
+    finds every matching row (bounds that are off would skip a file holding a match)."""
+    lake = Lake(str(tmp_path))
+    uri = lake.table_uri("gold", "t")
+    big = Decimal("12345678901234567890123456789012345678")  # beyond a float's digits
+    rows = pl.DataFrame(
+        {
+            "spend": pl.Series([big, Decimal(-1)], dtype=pl.Decimal(38, 0)),
+            "price": pl.Series([Decimal("12.34"), Decimal("-1.50")], dtype=pl.Decimal(18, 2)),
+            "day": [date(2024, 1, 1), date(2024, 2, 1)],
+            "at": [datetime(2024, 1, 1, 1, 2, 3, 456789), datetime(2024, 1, 2, 0, 0, 0, 999)],
+            "at_utc": pl.Series(
+                [datetime(2024, 1, 1), datetime(2024, 1, 2, 0, 0, 0, 1)]
+            ).dt.replace_time_zone("UTC"),
+            "ratio": [1.5, float("nan")],
+            "flag": [True, None],
+            "raw": [b"ab", b"\x00\xff"],
+            "name": ["x" * 40, 'é"q'],
+            "tags": [[1], [2]],
+            "n": pl.Series([None, None], dtype=pl.Int64),
+        }
+    )
+    table = delta.create_table(lake, uri, rows.to_arrow().schema)
+    adds = delta.write_data_files(lake, uri, [({}, rows)], stats_columns=rows.columns)
+    schema = rows.to_arrow().schema
+    delta.commit_files(lake, uri, table, adds, [], schema, partition_by=[], claims=[])
+    stats = pl.DataFrame(DeltaTable(uri).get_add_actions(flatten=True))
+    assert stats.get_column("min.spend").item() == Decimal(-1)
+    assert stats.get_column("max.spend").item() == big
+    assert stats.get_column("max.price").item() == Decimal("12.34")
+    assert stats.get_column("max.day").item() == date(2024, 2, 1)
+    # timestamps at millisecond precision: the maximum rounded up, still above the last value
+    assert stats.get_column("min.at").item() == datetime(2024, 1, 1, 1, 2, 3, 456000)
+    assert stats.get_column("max.at").item() == datetime(2024, 1, 2, 0, 0, 0, 1000)
+    assert stats.get_column("null_count.n").item() == 2
+    assert stats.get_column("min.ratio").item() is None  # NaN: no bounds, no skipping
+    for match in (
+        pl.col("spend") == big,
+        pl.col("price") >= Decimal("12.34"),
+        pl.col("day") == date(2024, 2, 1),
+        pl.col("at") >= datetime(2024, 1, 2, 0, 0, 0, 999),
+        pl.col("at_utc") > datetime(2024, 1, 2).replace(tzinfo=UTC),
+        pl.col("ratio").is_nan(),
+        pl.col("name") == 'é"q',
+        pl.col("raw") == b"\x00\xff",
+    ):
+        assert pl.scan_delta(uri).filter(match).collect().height == 1, match

@@ -1,14 +1,19 @@
 """Erasure at the core: what it deletes, what it keeps (a value another subject shares), what an
-unknown subject changes (nothing)."""
+unknown subject changes (nothing), and how a rerun finishes an erasure interrupted midway."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
+from deltalake import DeltaTable
+from polars.testing import assert_frame_equal
 
-from lakehouse.core import delta, system
+from lakehouse.core import delta, erasure, maintenance, system
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.erasure import erase
@@ -17,6 +22,7 @@ from lakehouse.core.lake import Lake
 from lakehouse.core.silver import load_silver
 from lakehouse.core.vault import lookup, vault_uri
 from lakehouse_tests.small_lake import HEADER, deliver, order, text
+from lakehouse_tests.test_erasure import Interrupted, interrupt, scan
 
 CONTRACTS = {c.name: c for c in load_contracts()}
 DAY = "2024-06-01"
@@ -108,3 +114,100 @@ def test_erasure_deletes_the_subject_and_keeps_what_others_share(tmp_path: Path)
         load_silver(lake, CONTRACTS[source], [DAY], run_id="t2")
     assert pl.read_delta(lake.table_uri("silver", "orders")).height == 20
     assert done.landing_files == [f"customers/{DAY}/customers.csv", f"orders/{DAY}/orders.csv"]
+
+
+def gold_customers(lake: Lake) -> pl.DataFrame:
+    """gold.customers as the marts build it (a Decimal spend, dates, timestamps, a flag), computed
+    here from silver, published as a Delta table and into the warehouse."""
+    orders = pl.read_delta(lake.table_uri("silver", "orders"))
+    gold = (
+        orders.group_by("customer_id")
+        .agg(
+            pl.col("ordered_at").min().alias("first_ordered_at"),
+            pl.col("ordered_at").min().dt.date().alias("first_order_date"),
+            pl.len().cast(pl.Int64).alias("order_count"),
+            pl.col("order_total").sum().cast(pl.Decimal(38, 0)).alias("lifetime_spend"),
+        )
+        .with_columns((pl.col("order_count") > 1).alias("is_repeat_buyer"))
+        .sort("customer_id")
+    )
+    gold.write_delta(lake.table_uri("gold", "customers"))
+    spend = orders.group_by(pl.col("ordered_at").dt.date().alias("day")).agg(
+        pl.col("order_total").sum().cast(pl.Decimal(38, 2)).alias("revenue")
+    )
+    spend.write_delta(f"{lake.root}/lake/gold/metrics/revenue")  # nested, no subject in it
+    with duckdb.connect(lake.warehouse_path) as con:
+        con.execute("create schema gold")
+        con.execute("create table gold.customers as select * from gold")
+    return gold
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "after"),
+    [
+        # after bronze/customers and silver/customers are rewritten, before anything else
+        (delta, "commit_files", 2),
+        # every table and the vault rewritten, the first table purged, the second vacuumed only
+        (maintenance, "expire_log", 1),
+    ],
+    ids=["after-two-rewrites", "midway-through-the-purge"],
+)
+def test_an_interrupted_erasure_is_finished_by_running_it_again(
+    tmp_path: Path, monkeypatch, module, name: str, after: int
+) -> None:
+    lake = small_lake(tmp_path)
+    gold = gold_customers(lake)
+    token = lookup(lake, "subject:customers", ["cust-c"])["cust-c"]
+    name_token = lookup(lake, "name", ["Cy Only"])["Cy Only"]
+    assert token in gold.get_column("customer_id").to_list()
+    needles = ["cust-c", "Cy Only", token, name_token]
+    assert all(scan([tmp_path], needles).values())  # the scan sees the subject before
+    orders_version = delta.table_version(lake, lake.table_uri("silver", "orders"))
+    others = pl.read_delta(lake.table_uri("silver", "orders")).filter(
+        pl.col("customer_id") != token
+    )
+
+    with monkeypatch.context() as patch:
+        interrupt(patch, module, name, after)
+        with pytest.raises(Interrupted):
+            erase(lake, "customers", "cust-c", writers_held=True)
+    assert scan([tmp_path], needles)[token]  # half erased: its tokens are still on disk
+    names = [lake.table_uri(layer, s) for layer in ("bronze", "silver") for s in SOURCES]
+    uris = [*names, lake.table_uri("gold", "customers"), vault_uri(lake)]
+    left = [u for uri in uris if (u := erasure.unpurged_erasure(lake, uri)) is not None]
+    assert left and len({u.request_id for u in left}) == 1
+
+    done = erase(lake, "customers", "cust-c", writers_held=True)
+    assert done.found and done.request_id == left[0].request_id
+    assert scan([tmp_path], needles) == {n: [] for n in needles}
+    # every other row is as it was; gold keeps its types; old versions are gone
+    assert_frame_equal(pl.read_delta(lake.table_uri("silver", "orders")), others)
+    expected = gold.filter(pl.col("customer_id") != token)
+    published = pl.read_delta(lake.table_uri("gold", "customers"))
+    assert_frame_equal(published, expected, check_row_order=False)
+    with duckdb.connect(lake.warehouse_path, read_only=True) as con:
+        assert_frame_equal(con.sql("select * from gold.customers").pl(), expected)
+    with pytest.raises(Exception):  # noqa: B017 - the log entries are gone
+        pl.read_delta(lake.table_uri("silver", "orders"), version=orders_version)
+    # the rewritten file's statistics bound its rows (Decimal, date, timestamp included)
+    stats = pl.DataFrame(DeltaTable(lake.table_uri("gold", "customers")).get_add_actions(True))
+    for column in ("lifetime_spend", "first_order_date", "first_ordered_at", "order_count"):
+        assert stats.get_column(f"min.{column}").item() == expected.get_column(column).min()
+        assert stats.get_column(f"max.{column}").item() == expected.get_column(column).max()
+    assert published.get_column("lifetime_spend").sum() == Decimal(106 * 20)
+    # nothing left unfinished, and one log row under the interrupted request's id
+    assert [erasure.unpurged_erasure(lake, u) for u in uris] == [None] * len(uris)
+    log = system.read_table(lake, system.ERASURE_LOG)
+    assert log.get_column("request_id").to_list() == [done.request_id]
+    assert sorted(log.get_column("tables").item()) == [
+        "bronze/customers",
+        "bronze/orders",
+        "gold/customers",
+        "silver/customers",
+        "silver/orders",
+        "vault",
+        "warehouse:gold.customers",
+    ]
+    assert log.get_column("rows").item() == 1 + 10 + 1 + 10 + 1 + 2 + 1
+    assert erase(lake, "customers", "cust-c", writers_held=True).found is False
+    assert datetime.fromisoformat(str(log.get_column("erased_at").item())) <= datetime.now()
