@@ -56,7 +56,7 @@ from lakehouse.core import delta, maintenance, system, vault
 from lakehouse.core.contract import Column, Contract, load_contracts
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
-from lakehouse.core.landing import fetched, list_landing_files, s3_client, split_s3_uri
+from lakehouse.core.landing import fetched, list_landing_files
 from lakehouse.core.publish import CHANGES_KEY, WHOLE_TABLE
 from lakehouse.core.readers import RAW_LINE
 from lakehouse.core.serve import serve_dir
@@ -139,7 +139,7 @@ def erase(
         for source in sources
         for layer in ("bronze", "quarantine", "silver")
     }
-    names |= {uri: uri.split("/lake/", 1)[1] for uri in _gold_tables(lake)}
+    names |= {lake.table_uri("gold", t): f"gold/{t}" for t in maintenance.tables_in(lake, "gold")}
     names[vault.vault_uri(lake)] = "vault"
     unpurged = {uri: u for uri in names if (u := unpurged_erasure(lake, uri)) is not None}
     interrupted = next((u.request_id for u in unpurged.values()), None)
@@ -349,23 +349,6 @@ def _tell_followers(lake: Lake, uri: str, deleted: int, out: Erasure) -> None:
         ),
     )
     out.versions[uri.split("/lake/", 1)[1]] = table.version()
-
-
-def _gold_tables(lake: Lake) -> list[str]:
-    """Every Delta table under `lake/gold` (nested ones included)."""
-    root = f"{lake.root}/lake/gold"
-    if lake.is_s3:
-        bucket, prefix = split_s3_uri(root + "/")
-        paginator = s3_client(lake).get_paginator("list_objects_v2")
-        keys = (
-            o["Key"]
-            for p in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for o in p.get("Contents", [])
-        )
-        tables = {k.split("/_delta_log/", 1)[0] for k in keys if "/_delta_log/" in k}
-        return sorted(f"s3://{bucket}/{t}" for t in tables)
-    base = Path(root)
-    return sorted(str(p.parent) for p in base.rglob("_delta_log")) if base.exists() else []
 
 
 def _used_tokens(lake: Lake, contracts: Sequence[Contract], tokens: set[str]) -> set[str]:

@@ -35,7 +35,8 @@ import polars as pl
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.core import delta, retention, system
+from lakehouse.core import delta, retention, system, vault
+from lakehouse.core.contract import Contract
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import s3_client, split_s3_uri
@@ -52,6 +53,16 @@ MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROP
 """Commits that change no data: a follower of the table has nothing to take in from them."""
 WAREHOUSE_POOL = "duckdb_warehouse"
 """The pool of every gold writer (dbt and the gold Delta tables)."""
+RESTRICTED = "_restricted"
+"""The restricted layer: the PII vault (`core.vault`), appended to by every PII source's silver
+step, rewritten by erasures only; none of its rows expires."""
+
+
+def table_uri(lake: Lake, layer: str, name: str) -> str:
+    """The URI of `layer/name`, the restricted layer's tables included."""
+    if layer == RESTRICTED:
+        return f"{lake.root}/lake/{RESTRICTED}/{name}"
+    return lake.table_uri(layer, name)  # type: ignore[arg-type]
 
 
 def writer_pool(layer: str, table: str) -> str | None:
@@ -259,22 +270,32 @@ def delta_files(lake: Lake, uri: str) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
 
 
+def restricted_history_hours(contracts: Sequence[Contract]) -> float:
+    """The vault's vacuum and log retention: the shortest `retention.history` of the sources
+    whose values it holds (the default history without one), never below
+    `SAFE_RETENTION_HOURS`: mints append to it beside maintenance, in no single pool."""
+    histories = [c.retention.history_hours for c in contracts if vault.tokenised_columns(c)]
+    default = retention.DEFAULT_HISTORY.total_seconds() / 3600
+    return max(min(histories, default=default), SAFE_RETENTION_HOURS)
+
+
 def tables_in(lake: Lake, layer: str) -> list[str]:
-    """The names of the Delta tables in `layer` (those with a `_delta_log`), sorted."""
+    """The names of the Delta tables in `layer` (those with a `_delta_log`), sorted; a table in
+    a folder is named by its path in the layer (`metrics/revenue` in gold)."""
     base = f"{lake.root}/lake/{layer}"
     if lake.is_s3:
         bucket, prefix = split_s3_uri(base + "/")
         paginator = s3_client(lake).get_paginator("list_objects_v2")
-        names = {
-            p["Prefix"][len(prefix) :].rstrip("/")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-            for p in page.get("CommonPrefixes", [])
-        }
-        return sorted(n for n in names if _table(lake, f"{base}/{n}") is not None)
+        keys = (
+            obj["Key"][len(prefix) :]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        )
+        return sorted({k.split("/_delta_log/", 1)[0] for k in keys if "/_delta_log/" in k})
     root = Path(base)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())
+    return sorted(str(p.parent.relative_to(root)) for p in root.rglob("_delta_log") if p.is_dir())
 
 
 def live_files(lake: Lake, uri: str) -> list[str]:
@@ -377,7 +398,7 @@ def maintain_table(
     With `dry_run` nothing is written: the pass lists what expires and counts the files.
     """
     started = time.monotonic()
-    uri = lake.table_uri(layer, name)  # type: ignore[arg-type]
+    uri = table_uri(lake, layer, name)
     report = TablePass(f"{layer}/{name}")
     if _table(lake, uri) is None:
         report.notes.append("no table yet")

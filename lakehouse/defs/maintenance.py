@@ -6,9 +6,13 @@ stream's micro-batches included), a checkpoint, vacuum and log expiry at the con
 `retention.history` (`lakehouse.core.maintenance.maintain_table`). Each op runs in its table's
 writer pool, so no writer of that table runs beside it: a vacuum even at zero history cannot take
 a writer's files, and compaction never conflicts with a replace of the same partitions.
-`maintain_shared` does the same (no expiry, the default history) for every gold table (warehouse
-pool) and every `_system` table (appends only, which never conflict with compaction; no row of
-a `_system` table expires: the ingest ledger is what makes loads idempotent).
+`maintain_shared` does the same (no expiry, the default history) for every gold table, those in
+folders (`gold/metrics/*`) included (warehouse pool), and every `_system` table (appends only,
+which never conflict with compaction; no row of a `_system` table expires: the ingest ledger is
+what makes loads idempotent), then for the PII vault (`_restricted/pii_vault`): compacted,
+checkpointed, vacuumed and its log expired at the shortest history of the sources it holds
+values of (`maintenance.restricted_history_hours`); none of its rows expires (an erasure is
+what deletes them), and its appends (token mints) never conflict with compaction.
 
 The schedules run daily (`LAKEHOUSE_MAINTENANCE_CRON`, default 03:30 UTC) and are RUNNING; the
 run queue (at most 4 runs at once) spreads the jobs out.
@@ -115,10 +119,11 @@ def source_job(contract: Contract) -> dg.JobDefinition:
     return _job
 
 
-def _shared_op(layer: str) -> dg.OpDefinition:
+def _shared_op(layer: str, history_hours: float) -> dg.OpDefinition:
     @dg.op(
         name=f"maintain_{layer.strip('_')}_tables",
-        description=f"Compact, checkpoint, vacuum and expire the log of every {layer} table.",
+        description=f"Compact, checkpoint, vacuum and expire the log of every {layer} table "
+        f"at {history_hours:g} h.",
         ins={"after": dg.In(dg.Nothing)},
         pool=maintenance.writer_pool(layer, ""),
     )
@@ -130,7 +135,7 @@ def _shared_op(layer: str) -> dg.OpDefinition:
                 layer,
                 name,
                 keep=None,
-                history_hours=DEFAULT_HISTORY.total_seconds() / 3600,
+                history_hours=history_hours,
                 today=_today(),
                 progress=_progress(context),
                 run_id=context.run.run_id,
@@ -139,17 +144,25 @@ def _shared_op(layer: str) -> dg.OpDefinition:
     return _maintain
 
 
-@dg.job(
-    name=SHARED_JOB,
-    description="Maintenance of the gold and `_system` tables.",
-    tags={"lakehouse/trigger": "maintenance"},
-)
-def shared_job() -> None:
-    _shared_op("_system")(_shared_op("gold")())
+def shared_job(contracts: Sequence[Contract]) -> dg.JobDefinition:
+    """`maintain_shared`: gold, then `_system`, then the restricted vault."""
+    default = DEFAULT_HISTORY.total_seconds() / 3600
+    gold, system = _shared_op("gold", default), _shared_op("_system", default)
+    restricted = _shared_op(maintenance.RESTRICTED, maintenance.restricted_history_hours(contracts))
+
+    @dg.job(
+        name=SHARED_JOB,
+        description="Maintenance of the gold, `_system` and restricted (vault) tables.",
+        tags={"lakehouse/trigger": "maintenance"},
+    )
+    def _job() -> None:
+        restricted(system(gold()))
+
+    return _job
 
 
 def maintenance_jobs(contracts: Sequence[Contract]) -> list[dg.JobDefinition]:
-    return [*(source_job(c) for c in contracts), shared_job]
+    return [*(source_job(c) for c in contracts), shared_job(contracts)]
 
 
 def maintenance_schedules(jobs: Sequence[dg.JobDefinition]) -> list[dg.ScheduleDefinition]:

@@ -2,20 +2,23 @@
 vacuum and log expiry, zero retention refused without the writers held, and no row lost while a
 real writer process appends and replaces partitions during compaction, vacuum and log expiry;
 a bronze reload decided before a compaction is decided again after it, nothing kept twice, and
-silver's MERGE rerun after a compaction of the files it read."""
+silver's MERGE rerun after a compaction of the files it read; tables in folders (gold metrics)
+and the vault maintained like the others, none of their rows expiring."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from polars.testing import assert_frame_equal
 
-from lakehouse.core import delta, maintenance
+from lakehouse.core import delta, maintenance, vault
 from lakehouse.core.errors import ConfigError
 from lakehouse.core.lake import Lake
 
@@ -379,7 +382,9 @@ def test_primitives_on_s3_leave_only_live_files_and_no_old_version(tmp_path):
             delta.append(
                 lake, uri, pl.DataFrame({"d": [day], "email": [email]}), partition_by=["d"]
             )
+        delta.append(lake, lake.table_uri("gold", "metrics/m"), pl.DataFrame({"v": [1]}))
         assert maintenance.tables_in(lake, "silver") == ["people"]
+        assert maintenance.tables_in(lake, "gold") == ["metrics/m"]  # in a folder
         assert maintenance.partition_rows(lake, uri, "d") == {"2024-01-01": 2, "2024-01-02": 2}
         assert maintenance.delete_partitions(lake, uri, "d", ["2024-01-02"], step="t") == 2
         assert maintenance.compact(lake, uri, by_partition="d", step="t") == 2
@@ -391,3 +396,29 @@ def test_primitives_on_s3_leave_only_live_files_and_no_old_version(tmp_path):
         assert rows.get_column("email").to_list() == ["a@example.com"] * 2
         with pytest.raises(Exception):  # noqa: B017 - the old version's log is gone
             DeltaTable(uri, version=1, storage_options=lake.storage_options).to_pyarrow_table()
+
+
+def test_tables_in_folders_and_the_vault_are_maintained_and_keep_every_row(tmp_path):
+    lake = Lake(str(tmp_path))
+    metrics = lake.table_uri("gold", "metrics/revenue")
+    for day in range(1, 6):
+        delta.append(lake, metrics, pl.DataFrame({"day": [f"2024-01-0{day}"], "revenue": [day]}))
+    for i in range(5):  # one commit, one small file per mint
+        vault.mint(lake, {"email": [f"person-{i}@example.com"]}, run_id=f"mint-{i}")
+    assert maintenance.tables_in(lake, "gold") == ["metrics/revenue"]
+    assert maintenance.tables_in(lake, maintenance.RESTRICTED) == ["pii_vault"]
+    for layer, name, uri in (
+        ("gold", "metrics/revenue", metrics),
+        (maintenance.RESTRICTED, "pii_vault", vault.vault_uri(lake)),
+    ):
+        before, version = pl.read_delta(uri), DeltaTable(uri).version()
+        report = maintenance.maintain_table(
+            lake, layer, name, keep=None, history_hours=0, today=date.today(), writers_held=True
+        )
+        assert report.table == f"{layer}/{name}" and report.compacted == 5
+        assert report.live_after == 1 and report.log_expired > 0
+        on_disk = [p for p in maintenance.delta_files(lake, uri) if not p.startswith("_delta_log")]
+        assert on_disk == maintenance.live_files(lake, uri)
+        assert_frame_equal(pl.read_delta(uri), before, check_row_order=False)  # nothing expires
+        with pytest.raises(Exception):  # noqa: B017 - the old version's log is gone
+            pl.read_delta(uri, version=version)

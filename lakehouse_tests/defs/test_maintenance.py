@@ -1,6 +1,8 @@
 """`lakehouse maintain` through Dagster: the dry run lists what expires and changes nothing; the
 run executes `maintain_orders` (each op in its table's writer pool on an instance that enforces
-pools), deletes the expired landing and event dates, and leaves only live files on disk."""
+pools), deletes the expired landing and event dates, and leaves only live files on disk; the
+shared job maintains gold's tables in folders and the vault at the shortest history of the
+sources it holds values of."""
 
 from __future__ import annotations
 
@@ -12,13 +14,15 @@ import dagster as dg
 import polars as pl
 import pytest
 from deltalake import DeltaTable
+from polars.testing import assert_frame_equal
 
-from lakehouse.core import maintenance
+from lakehouse.core import delta, maintenance, vault
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import PROJECT_DIR, Lake
 from lakehouse.core.silver import load_silver
-from lakehouse_tests.conftest import preserved_environ
+from lakehouse.defs.maintenance import shared_job
+from lakehouse_tests.conftest import preserved_environ, resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     deliver,
@@ -94,3 +98,35 @@ def test_lakehouse_maintain_expires_through_the_pooled_job(
         "delta_bronze_orders",
         "delta_silver_orders",
     }
+
+
+def test_the_shared_job_maintains_gold_metrics_and_the_vault_at_their_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the vault's history is the shortest of the sources it holds values of
+    edit_contract(
+        tmp_path,
+        monkeypatch,
+        "customers",
+        "freshness: {fail_after: 26h}",
+        "freshness: {fail_after: 26h}\nretention: {history: 2h}",
+    )
+    lake = Lake(str(tmp_path / "lake"))
+    metrics = lake.table_uri("gold", "metrics/revenue")
+    for day in range(1, 4):
+        delta.append(lake, metrics, pl.DataFrame({"day": [f"2024-01-0{day}"], "revenue": [day]}))
+    for i in range(3):
+        vault.mint(lake, {"email": [f"person-{i}@example.com"]}, run_id=f"mint-{i}")
+    minted = pl.read_delta(vault.vault_uri(lake))
+    monkeypatch.setenv("LAKEHOUSE_ROOT", lake.root)
+
+    job = shared_job(load_contracts())
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        assert job.execute_in_process(instance=instance, resources=resources_for(lake)).success
+    for uri, hours in ((metrics, 168), (vault.vault_uri(lake), 2)):
+        assert len(maintenance.live_files(lake, uri)) == 1  # compacted
+        # vacuumed and its log expired at that history (the standing log retention it set)
+        setting = DeltaTable(uri).metadata().configuration[maintenance.LOG_RETENTION]
+        assert setting == f"interval {hours} hours"
+    assert_frame_equal(pl.read_delta(vault.vault_uri(lake)), minted, check_row_order=False)
