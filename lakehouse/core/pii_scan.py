@@ -1,5 +1,7 @@
-"""The PII gate's scan: clear values of the contracts' PII columns, sampled from bronze (which
-holds values as landed), looked for in gold's Delta tables and in the served role files.
+"""The PII gate's scan: clear values of the contracts' PII columns, sampled from the vault (every
+value silver ever tokenised, whether or not bronze still holds its row: bronze expires) and from
+bronze (values as landed, some not tokenised yet), looked for in gold's Delta tables and in the
+served role files.
 
 Values are compared whole (a cell equal to a sampled value). A sampled value that silver also
 publishes in a column the contracts leave unclassified (an id used as `tweets.user_id`, PII, and
@@ -18,7 +20,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from lakehouse.core import delta
+from lakehouse.core import delta, vault
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
 
@@ -30,7 +32,7 @@ MIN_LENGTH = 4
 @dataclass(frozen=True)
 class ClearSample:
     values: dict[str, list[str]]
-    """`<source>.<column>` (a bronze PII column) -> distinct clear values."""
+    """`<source>.<column>` (a contract's PII column) -> distinct clear values."""
     published_in_clear: dict[str, list[str]] = field(default_factory=dict)
     """`<source>.<column>` -> unclassified silver columns that publish some of its values."""
 
@@ -50,7 +52,7 @@ class Finding:
     where: str
     """`<store>: <schema>.<table>.<column>`"""
     origin: str
-    """The bronze PII column whose clear values appear there."""
+    """The PII column (`<source>.<column>`) whose clear values appear there."""
     rows: int
 
     def __str__(self) -> str:
@@ -60,24 +62,36 @@ class Finding:
 def sample_clear_values(
     lake: Lake, contracts: Sequence[Contract], per_column: int = SAMPLE_PER_COLUMN
 ) -> ClearSample:
+    """Up to `per_column` distinct clear values of each PII column from the vault (the column's
+    token class: a class several columns share gives each the same values) and as many from
+    bronze, spread over the values by their hash rather than the first ones in order."""
     values: dict[str, list[str]] = {}
+    minted = delta.scan(lake, vault.vault_uri(lake))
     for contract in contracts:
-        table = delta.open_table(lake, lake.table_uri("bronze", contract.name))
-        if table is None or not contract.pii_columns:
-            continue
-        scan = pl.scan_delta(table)
+        bronze = delta.scan(lake, lake.table_uri("bronze", contract.name))
         for column in contract.pii_columns:
-            found = (
-                scan.select(pl.col(column.name).cast(pl.String))
-                .drop_nulls()
-                .filter(pl.col(column.name).str.len_chars() >= MIN_LENGTH)
-                .unique()
-                .sort(column.name)
-                .head(per_column)
-                .collect()
-            )
-            values[f"{contract.name}.{column.name}"] = found[column.name].to_list()
+            found: set[str] = set()
+            if minted is not None:
+                of_class = minted.filter(pl.col(vault.CLASS) == vault.token_class(column))
+                found |= _distinct(of_class.select(vault.VALUE), vault.VALUE, per_column)
+            if bronze is not None and column.name in bronze.collect_schema().names():
+                found |= _distinct(bronze, column.name, per_column)
+            if minted is not None or bronze is not None:
+                values[f"{contract.name}.{column.name}"] = sorted(found)
     return _without_published(lake, contracts, values)
+
+
+def _distinct(frame: pl.LazyFrame, column: str, limit: int) -> set[str]:
+    found = (
+        frame.select(pl.col(column).cast(pl.String))
+        .drop_nulls()
+        .filter(pl.col(column).str.len_chars() >= MIN_LENGTH)
+        .unique()
+        .sort(pl.col(column).hash(seed=0), column)
+        .head(limit)
+        .collect()
+    )
+    return set(found.get_column(column).to_list())
 
 
 def _without_published(

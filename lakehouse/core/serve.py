@@ -358,10 +358,10 @@ def serve(
 ) -> Served:
     """Build every role's file behind the PII gate and, given a DSN, serve PostgreSQL.
 
-    The gate samples clear values from bronze's PII columns and looks for them in gold (its
-    Delta tables and the warehouse file) and in each new file of a role that may not read clear
-    PII: such a file is not published, and
-    gold holding one is not loaded into PostgreSQL.
+    The gate samples clear values of the PII columns from the vault and bronze (`pii_scan`)
+    and looks for them in gold (its Delta tables and the warehouse file) and in each new file
+    of a role that may not read clear PII: such a file is not published, and gold holding one
+    is not loaded into PostgreSQL.
     """
     tables = served_tables(lake, policy, contracts)
     sample = sample_clear_values(lake, contracts)

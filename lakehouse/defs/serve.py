@@ -5,7 +5,7 @@ blocking PII gate `no_clear_pii`; PII classes as column tags on gold.
 One multi-asset builds every role's DuckDB file (`lakehouse.core.serve`) and, when
 `LAKEHOUSE_SERVE_POSTGRES` holds a DSN, loads PostgreSQL too. The gate fails a role's check when
 gold, or that role's new file (for a role that may not read clear PII), holds a clear value
-sampled from bronze's PII columns; such a file is not published.
+of a PII column sampled from the vault and bronze; such a file is not published.
 """
 
 import hashlib
@@ -95,7 +95,7 @@ def build_serve_assets(gold_keys: Sequence[dg.AssetKey], policy: Policy | None =
             GATE,
             asset=serve_key(role.name),
             blocking=True,
-            description="No clear value of a contract's PII column (sampled from bronze) in "
+            description="No clear value of a contract's PII column (sampled from the vault and bronze) in "
             "gold" + ("" if role.clear_pii else f" nor in the `{role.name}` file") + ".",
         )
         for role in policy.roles.values()

@@ -113,7 +113,7 @@ def _silver_schema(contract: Contract) -> dg.TableSchema:
         dg.TableColumn(
             c.silver_name,
             c.type,
-            description=c.description + (f" (PII: {c.pii}, pseudonymised)" if c.is_pii else ""),
+            description=c.description + (f" (PII: {c.pii}, tokenised)" if c.is_pii else ""),
             constraints=dg.TableColumnConstraints(
                 nullable=c.nullable, unique=contract.primary_key == (c.silver_name,)
             ),
@@ -209,7 +209,7 @@ def silver_check_keys(contract: Contract) -> list[dg.AssetCheckKey]:
 
 
 def silver_asset(contract: Contract) -> dg.AssetsDefinition:
-    """`silver/<source>`: typed, validated, deduplicated, pseudonymised; published only if audited."""
+    """`silver/<source>`: typed, validated, deduplicated, PII tokenised; published only if audited."""
     key = silver_key(contract.name)
     lineage = dg.TableColumnLineage(
         deps_by_column={

@@ -1,6 +1,7 @@
-"""The PII gate: clear values sampled from bronze are found in gold and in a role's new file,
-which is then not published (the old file stays); findings never quote a value; a value silver
-publishes in an unclassified column is left out and reported."""
+"""The PII gate: clear values sampled from bronze and the vault are found in gold and in a role's
+new file, which is then not published (the old file stays); findings never quote a value; a value
+silver publishes in an unclassified column is left out and reported; a value only the vault still
+holds (its bronze rows expired) is sampled too."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from lakehouse.core import vault
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse.core.pii_scan import sample_clear_values, scan_duckdb_file
+from lakehouse.core.pii_scan import sample_clear_values, scan_delta_tables, scan_duckdb_file
 from lakehouse.core.policies import parse_policy
 from lakehouse.core.serve import role_path, serve
 
@@ -141,3 +143,31 @@ def test_a_clear_value_in_any_table_of_a_duckdb_file_is_found(tmp_path: Path) ->
     assert [str(f) for f in found] == [
         "other: x.notes.contact: 1 row(s) hold clear values of customers.email"
     ]
+
+
+def test_values_only_the_vault_still_holds_are_sampled(tmp_path: Path) -> None:
+    """A customer whose bronze rows expired long ago is still in the vault: a clear value of
+    theirs in gold fails the gate."""
+    lake, contracts = lake_with_clean_gold(tmp_path)
+    vault.mint(lake, {"name": ["Ottilie Oldhand"], "email": ["o.oldhand@example.net"]})
+    sample = sample_clear_values(lake, contracts)
+    assert "Ottilie Oldhand" in sample.values["customers.name"]
+    assert "o.oldhand@example.net" in sample.values["customers.email"]
+    assert len(sample.values["customers.name"]) == N + 1  # bronze's as well
+
+    leaked = pl.read_delta(lake.table_uri("gold", "customers")).with_columns(
+        pl.when(pl.col("customer_id") == "cust-0003")
+        .then(pl.lit("Ottilie Oldhand"))
+        .otherwise(pl.col("segment"))
+        .alias("segment")
+    )
+    leaked.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
+    found = scan_delta_tables(
+        lake, [("gold.customers", lake.table_uri("gold", "customers"))], sample
+    )
+    assert [str(f) for f in found] == [
+        "gold: gold.customers.segment: 1 row(s) hold clear values of customers.name"
+    ]
+    # a sample smaller than the values takes some of the vault's and some of bronze's
+    small = sample_clear_values(lake, contracts, per_column=5)
+    assert 5 <= len(small.values["customers.name"]) <= 10

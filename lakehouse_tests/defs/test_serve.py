@@ -1,7 +1,7 @@
 """Serving the demo lake through Dagster: every role's file and PostgreSQL (a real cluster),
 the PII gate passing on every role; the analyst sees its two stores' orders only and no clear
-value sampled from bronze anywhere in its file; an analyst's PostgreSQL session is refused the
-PII column."""
+value sampled from the vault and bronze anywhere in its file; an analyst's PostgreSQL session is
+refused the PII column."""
 
 from __future__ import annotations
 
