@@ -234,20 +234,28 @@ def expire_log(lake: Lake, uri: str, *, retention_hours: float, writers_held: bo
         # changed data, so a reader behind the expired commits knows whether it missed a change
         # (zero retention: the writers are held, this commit races nobody). Without it, a reader
         # behind an expired commit rebuilds whole (`publish.changes_since`).
-        through = last_change_version(lake, uri)
-        vouch = {CHANGES_THROUGH_KEY: through} if through is not None else {}
-        table.alter.set_table_properties(
-            {LOG_RETENTION: wanted},
-            commit_properties=delta.commit_properties(step="expire log", **vouch),
-        )
+        _set_log_retention(lake, uri, wanted, vouch=True)
+    table = _table(lake, uri) or table
     table.create_checkpoint()
     table.cleanup_metadata()
     if standing != wanted and retention_hours < SAFE_RETENTION_HOURS:
-        table.alter.set_table_properties(
-            {LOG_RETENTION: standing or DEFAULT_LOG_RETENTION},
-            commit_properties=delta.commit_properties(step="expire log"),
-        )
+        _set_log_retention(lake, uri, standing or DEFAULT_LOG_RETENTION, vouch=False)
     return max(0, before - _log_files(lake, uri))
+
+
+@delta.retry_conflicts
+def _set_log_retention(lake: Lake, uri: str, value: str, *, vouch: bool) -> None:
+    """Set the table's standing log retention, on the table as it is now: delta-rs may find the
+    property change in conflict with a writer's concurrent replace, and it is then set again."""
+    table = _table(lake, uri)
+    if table is None:
+        return
+    through = last_change_version(lake, uri) if vouch else None
+    extra = {CHANGES_THROUGH_KEY: through} if through is not None else {}
+    table.alter.set_table_properties(
+        {LOG_RETENTION: value},
+        commit_properties=delta.commit_properties(step="expire log", **extra),
+    )
 
 
 def _log_files(lake: Lake, uri: str) -> int:
