@@ -529,10 +529,10 @@ def _materialize(lake: Lake, reprocess: Sequence[str] = ()) -> int:
 
 def _maintain(lake: Lake, source: str | None, *, dry_run: bool) -> int:
     """Run the maintenance jobs (or, dry, list what they would expire) with progress output."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the instance's storage set-up
     from lakehouse.core import maintenance
     from lakehouse.defs.maintenance import SHARED_JOB, SOURCE_LAYERS, job_name
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # the instance's storage set-up
     contracts = [_contract(source)] if source else load_contracts()
     started = time.monotonic()
     if dry_run:
