@@ -151,3 +151,10 @@ def new_lake_root(name: str, landing: Path) -> Path:
     root.mkdir(parents=True)
     (root / "landing").symlink_to(landing.resolve(), target_is_directory=True)
     return root
+
+
+def demo_instance(home: Path) -> Path:
+    """`home` as a Dagster home configured like the demo's (the project's `dagster.yaml`)."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(BENCH_DIR.parent / "dagster.yaml", home / "dagster.yaml")
+    return home

@@ -166,9 +166,8 @@ def measure(*, quick: bool, log: Callable[[str], None]) -> dict:
     shutil.rmtree(base, ignore_errors=True)
     root, home = base / "lake", base / "dagster_home"
     (root / "landing").mkdir(parents=True)
-    home.mkdir(parents=True)
+    data.demo_instance(home)
     project = data.BENCH_DIR.parent
-    shutil.copyfile(project / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "LAKEHOUSE_ROOT": str(root)}
     env.pop("LAKEHOUSE_CONTRACTS", None)
     daemon_bin = Path(sys.executable).with_name("dagster-daemon")

@@ -138,7 +138,8 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
 def _for_one_build(manifest: Any) -> Any:
     """A manifest a build may compile in place: its own copy of every node (compiling injects
     ephemeral CTEs and the event dates into them), sharing the parts no build writes (macros,
-    project files, sources, docs), which `Manifest.deepcopy` would copy too (most of its cost)."""
+    project files, sources, docs, and the flat graph of the parsed nodes that macros read as
+    `graph`), which `Manifest.deepcopy` would copy or rebuild too (most of its cost)."""
     from dbt.contracts.graph.manifest import Manifest
 
     copy = Manifest(
@@ -159,7 +160,7 @@ def _for_one_build(manifest: Any) -> Any:
         unit_tests=manifest.unit_tests,
         saved_queries=manifest.saved_queries,
     )
-    copy.build_flat_graph()
+    copy.flat_graph = manifest.flat_graph  # built at parse; read-only during a build
     return copy
 
 

@@ -282,17 +282,17 @@ def publish_headline(layer: SemanticLayer, lake: Lake, *, run_id: str) -> dict[s
     """Each headline metric per day (and per store where it has one) as the Delta table
     `<root>/lake/gold/metrics/<metric>`, for dashboards that read tables; returns its metadata.
     A table that already holds the rows gets no new version."""
-    from lakehouse.core.gold import publish_table
+    from lakehouse.core.gold import publish_table, side_by_side
 
     queries = layer.headline_queries()
     with layer.connect() as con:  # one attach of the warehouse for every metric
         frames = {
             name: layer._rows(con, sql, [name], by, "day") for name, (by, sql) in queries.items()
         }
-    return {
-        name: publish_table(lake, f"metrics/{name}", frame.to_arrow(), run_id=run_id)
-        for name, frame in frames.items()
-    }
+    return side_by_side(
+        lambda name: publish_table(lake, f"metrics/{name}", frames[name].to_arrow(), run_id=run_id),
+        list(frames),
+    )
 
 
 def semantic_layer(warehouse: str) -> SemanticLayer:
