@@ -459,9 +459,13 @@ def _erase(lake: Lake, request: str) -> int:
         return 3
     for table in done.resumed:
         print(f"finished the interrupted erasure {done.request_id} of {table}")
+    for table, request in sorted(done.purged_for_others.items()):
+        print(f"finished the purge of {table} that the interrupted erasure {request} left")
     for path in done.landing_files:
         print(f"landing file still holding the subject (the source's owners must erase it): {path}")
     if not done.found:
+        if done.purged_for_others:
+            return 0
         print(f"{subject}: no such subject in the lake (never loaded, or erased); nothing changed")
         return 1
     for table, rows in sorted(done.rows.items()):

@@ -25,7 +25,10 @@ rows. `erase(lake, "customers", "<id>")`:
 An erasure interrupted midway (a crash, a kill) is finished by running it again: the rerun finds
 the rows still there, and every table whose erasure commit still has older versions in its log
 (`unpurged_erasure`: rewritten, not yet vacuumed and expired), and carries on under the
-interrupted request's id (its log row is written once, before the purge). The vault is rewritten after every layer and purged last, so a rerun still
+interrupted request's id (its log row is written once, before the purge); the subject's token
+comes from the vault's version before that erasure when the vault was rewritten already.
+Another subject's interrupted erasure must be finished first when it stopped before logging its
+request; one that stopped in its purge is purged here as well (counted for that request). The vault is rewritten after every layer and purged last, so a rerun still
 knows the subject's tokens while any layer holds their rows, and sees an unfinished erasure
 while the warehouse copy or any purge may be missing; a table rewritten before the interruption
 still holds its pre-erasure version, where the rerun finds the subject's other PII tokens.
@@ -38,6 +41,7 @@ by the next gold build: silver's erasure commits make gold rebuild whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -93,7 +97,9 @@ class Erasure:
     """Landing files (relative paths) that still hold the subject's identifier."""
     served_removed: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
-    """`layer/table`s an interrupted erasure had rewritten and this one purged."""
+    """`layer/table`s an interrupted erasure of this subject had rewritten and this one purged."""
+    purged_for_others: dict[str, str] = field(default_factory=dict)
+    """`layer/table` -> the interrupted erasure of another subject that rewrote it (purged here)."""
 
     @property
     def found(self) -> bool:
@@ -142,13 +148,27 @@ def erase(
     names |= {lake.table_uri("gold", t): f"gold/{t}" for t in maintenance.tables_in(lake, "gold")}
     names[vault.vault_uri(lake)] = "vault"
     unpurged = {uri: u for uri in names if (u := unpurged_erasure(lake, uri)) is not None}
-    interrupted = next((u.request_id for u in unpurged.values()), None)
-    out = Erasure(request_id or interrupted or uuid.uuid4().hex, subject)
-    for uri, u in unpurged.items():
-        out.rows[names[uri]] = u.rows
-        out.versions[names[uri]] = u.version
-        out.resumed.append(names[uri])
     token = vault.lookup(lake, f"subject:{subject}", [identifier]).get(identifier)
+    in_vault_before = unpurged.get(vault.vault_uri(lake))
+    if token is None and in_vault_before is not None:  # an interrupted erasure rewrote the vault
+        token = _token_at(lake, in_vault_before.version - 1, subject, identifier)
+    # An interrupted erasure of this subject: one whose rewrite removed the subject's rows.
+    matches = _matches(lake, columns, names, identifier, token)
+    mine = {
+        u.request_id
+        for uri, u in unpurged.items()
+        if _held_at(lake, uri, u.version - 1, matches.get(uri, []))
+        and not _held_at(lake, uri, u.version, matches.get(uri, []))
+    }
+    _refuse_unfinished_rewrites(lake, [(u, names[uri]) for uri, u in unpurged.items()], mine)
+    out = Erasure(request_id or next(iter(sorted(mine)), None) or uuid.uuid4().hex, subject)
+    for uri, u in unpurged.items():
+        if u.request_id in mine:
+            out.rows[names[uri]] = u.rows
+            out.versions[names[uri]] = u.version
+            out.resumed.append(names[uri])
+        else:
+            out.purged_for_others[names[uri]] = u.request_id
     out.landing_files = _landing_files(lake, set(sources), identifier)
 
     touched: list[str] = list(unpurged)
@@ -164,9 +184,10 @@ def erase(
             uri = lake.table_uri(layer, contract.name)
             if layer == "silver" and token is not None:
                 other_tokens |= _values(delta.scan(lake, uri), silver_match, tokenised)
-                if uri in unpurged:  # rewritten by the interrupted erasure: its rows are older
+                if uri in unpurged:  # its rows before the interrupted erasure, if not vacuumed
                     before = _scan_version(lake, uri, unpurged[uri].version - 1)
-                    other_tokens |= _values(before, silver_match, tokenised)
+                    with contextlib.suppress(OSError, pl.exceptions.PolarsError):
+                        other_tokens |= _values(before, silver_match, tokenised)
             if _rewrite(lake, uri, names[uri], match, out):
                 touched.append(uri)
     if token is not None:
@@ -179,11 +200,12 @@ def erase(
         in_vault = pl.col(vault.TOKEN).is_in(sorted(erased))
         if _rewrite(lake, vault.vault_uri(lake), "vault", lambda _: in_vault, out, [vault.CLAIM]):
             touched.append(vault.vault_uri(lake))
-    if not out.found:
+    if not out.found and not out.purged_for_others:
         return out
-    _rewrite_warehouse(Path(lake.warehouse_path))
-    out.served_removed = _remove_served(lake)
-    _record(lake, out)
+    if out.found:
+        _rewrite_warehouse(Path(lake.warehouse_path))
+        out.served_removed = _remove_served(lake)
+        _record(lake, out)
     # The vault last: while it is unpurged, a rerun knows an erasure is unfinished.
     for uri in sorted(set(touched), key=lambda u: (names[u] == "vault", names[u])):
         # Vacuum first: a log expired before its table's vacuum would hide the old files left.
@@ -212,6 +234,75 @@ def unpurged_erasure(lake: Lake, uri: str) -> Unpurged | None:
         return None
     rows = int(latest.get(ERASED_ROWS, 0))
     return Unpurged(str(latest.get("run_id", "")), int(latest["version"]), rows)
+
+
+def _refuse_unfinished_rewrites(
+    lake: Lake, unpurged: Sequence[tuple[Unpurged, str]], mine: set[str]
+) -> None:
+    """Refuse while another subject's interrupted erasure has not logged its request (it stopped
+    before its vault rewrite): purging its tables now would lose the older versions where its
+    rerun finds that subject's other PII tokens. One that logged it is only left to purge."""
+    logged = system.read_table(lake, system.ERASURE_LOG)
+    done = set(logged.get_column("request_id").to_list()) if not logged.is_empty() else set()
+    pending: dict[str, list[str]] = {}
+    for u, name in unpurged:
+        if u.request_id not in mine and u.request_id not in done:
+            pending.setdefault(u.request_id, []).append(name)
+    if pending:
+        request, tables = sorted(pending.items())[0]
+        msg = (
+            f"erasure {request} of another subject stopped midway ({', '.join(sorted(tables))} "
+            "rewritten, not purged): run that `lakehouse erase` again first"
+        )
+        raise ConfigError(msg)
+
+
+def _matches(
+    lake: Lake,
+    columns: Sequence[tuple[Contract, Column]],
+    names: dict[str, str],
+    identifier: str,
+    token: str | None,
+) -> dict[str, list[Match]]:
+    """Table URI -> what selects the subject's rows there."""
+    found: dict[str, list[Match]] = {}
+    for contract, col in columns:
+        for layer in ("bronze", "quarantine"):
+            uri = lake.table_uri(layer, contract.name)
+            found.setdefault(uri, []).append(_landed(col.name, identifier))
+        uri = lake.table_uri("silver", contract.name)
+        found.setdefault(uri, []).append(_equals(col.silver_name, token))
+    if token is not None:
+        for uri in (u for u, name in names.items() if name.startswith("gold/")):
+            found[uri] = [_any_string_equals(token)]
+        found[vault.vault_uri(lake)] = [_equals(vault.TOKEN, token)]
+    return found
+
+
+def _held_at(lake: Lake, uri: str, version: int, matches: Sequence[Match]) -> bool:
+    """Whether version `version` of the table held a row one of `matches` selects (False when
+    its files are vacuumed already: the other tables of that erasure tell)."""
+    frame = _scan_version(lake, uri, version)
+    probe = pl.DataFrame(schema=frame.collect_schema())
+    exprs = [e for match in matches if (e := match(probe)) is not None]
+    if not exprs:
+        return False
+    hit = pl.any_horizontal(exprs).fill_null(value=False)
+    try:
+        return frame.filter(hit).limit(1).collect().height > 0
+    except (OSError, pl.exceptions.PolarsError):
+        return False
+
+
+def _token_at(lake: Lake, version: int, subject: str, identifier: str) -> str | None:
+    """The subject's token in version `version` of the vault (None: not there, or vacuumed)."""
+    frame = _scan_version(lake, vault.vault_uri(lake), version)
+    wanted = pl.col(vault.CLASS) == f"subject:{subject}", pl.col(vault.VALUE) == identifier
+    try:
+        rows = frame.filter(*wanted).select(vault.TOKEN).collect()
+    except (OSError, pl.exceptions.PolarsError):
+        return None
+    return rows.item(0, 0) if rows.height else None
 
 
 def _scan_version(lake: Lake, uri: str, version: int) -> pl.LazyFrame:

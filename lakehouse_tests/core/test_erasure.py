@@ -211,3 +211,37 @@ def test_an_interrupted_erasure_is_finished_by_running_it_again(
     assert log.get_column("rows").item() == 1 + 10 + 1 + 10 + 1 + 2 + 1
     assert erase(lake, "customers", "cust-c", writers_held=True).found is False
     assert datetime.fromisoformat(str(log.get_column("erased_at").item())) <= datetime.now()
+
+
+def test_another_subjects_interrupted_erasure_is_finished_before_or_with_the_next(
+    tmp_path: Path, monkeypatch
+) -> None:
+    lake = small_lake(tmp_path)
+    gold_customers(lake)
+    ids = lookup(lake, "subject:customers", ["cust-a", "cust-b", "cust-c"])
+    names = lookup(lake, "name", ["Cy Only", SHARED_NAME])
+    # cust-c's erasure stops while rewriting: another subject's must wait (it would purge the
+    # old versions where cust-c's rerun finds its name's token)
+    with monkeypatch.context() as patch:
+        interrupt(patch, delta, "commit_files", 2)
+        with pytest.raises(Interrupted):
+            erase(lake, "customers", "cust-c", writers_held=True)
+    before = versions(lake)
+    with pytest.raises(ConfigError, match="of another subject stopped midway"):
+        erase(lake, "customers", "cust-a", writers_held=True)
+    assert versions(lake) == before
+    first = erase(lake, "customers", "cust-c", writers_held=True)
+    assert first.resumed == ["bronze/customers", "silver/customers"]
+    # cust-a's stops while purging (its request logged): the next subject's finishes its purge
+    with monkeypatch.context() as patch:
+        interrupt(patch, maintenance, "expire_log", 1)
+        with pytest.raises(Interrupted):
+            erase(lake, "customers", "cust-a", writers_held=True)
+    third = erase(lake, "customers", "cust-b", writers_held=True)
+    assert third.purged_for_others and not third.resumed
+    assert set(third.purged_for_others.values()) != {third.request_id}
+    needles = ["cust-a", "cust-b", "cust-c", "Cy Only", SHARED_NAME, *ids.values(), *names.values()]
+    assert scan([tmp_path], needles) == {n: [] for n in needles}
+    log = system.read_table(lake, system.ERASURE_LOG)
+    assert log.height == 3 and log.get_column("request_id").n_unique() == 3
+    assert pl.read_delta(lake.table_uri("silver", "orders")).is_empty()
