@@ -73,6 +73,17 @@ def lake_with_clean_gold(root: Path) -> tuple[Lake, list]:
     return lake, load_contracts(root / "contracts")
 
 
+def leak(lake: Lake, customer_id: str, value: str) -> None:
+    """A clear value slips into gold's customer row in a column nobody classified."""
+    leaked = pl.read_delta(lake.table_uri("gold", "customers")).with_columns(
+        pl.when(pl.col("customer_id") == customer_id)
+        .then(pl.lit(value))
+        .otherwise(pl.col("segment"))
+        .alias("segment")
+    )
+    leaked.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
+
+
 def test_the_gate_passes_on_clean_gold_and_fails_on_a_clear_value(tmp_path: Path) -> None:
     lake, contracts = lake_with_clean_gold(tmp_path)
     policy = parse_policy(POLICY)
@@ -95,13 +106,7 @@ def test_the_gate_passes_on_clean_gold_and_fails_on_a_clear_value(tmp_path: Path
     before = analyst.read_bytes()
 
     # a clear name slips into gold in a column nobody classified
-    leaked = pl.read_delta(lake.table_uri("gold", "customers")).with_columns(
-        pl.when(pl.col("customer_id") == "cust-0007")
-        .then(pl.lit("Philippa Ormsby-007"))
-        .otherwise(pl.col("segment"))
-        .alias("segment")
-    )
-    leaked.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
+    leak(lake, "cust-0007", "Philippa Ormsby-007")
     caught = serve(lake, policy, contracts)
     assert [str(f) for f in caught.gold_findings] == [
         "gold: gold.customers.segment: 1 row(s) hold clear values of customers.name"
@@ -155,13 +160,7 @@ def test_values_only_the_vault_still_holds_are_sampled(tmp_path: Path) -> None:
     assert "o.oldhand@example.net" in sample.values["customers.email"]
     assert len(sample.values["customers.name"]) == N + 1  # bronze's as well
 
-    leaked = pl.read_delta(lake.table_uri("gold", "customers")).with_columns(
-        pl.when(pl.col("customer_id") == "cust-0003")
-        .then(pl.lit("Ottilie Oldhand"))
-        .otherwise(pl.col("segment"))
-        .alias("segment")
-    )
-    leaked.write_delta(lake.table_uri("gold", "customers"), mode="overwrite")
+    leak(lake, "cust-0003", "Ottilie Oldhand")
     found = scan_delta_tables(
         lake, [("gold.customers", lake.table_uri("gold", "customers"))], sample
     )
