@@ -111,9 +111,17 @@ def _base_args(target: Path) -> list[str]:
 
 
 def _close_warehouse() -> None:
+    """Close dbt's connection to the warehouse now. dbt-duckdb's `close_all_connections` only
+    drops its environment, whose connection then closes when the garbage collector gets to it,
+    and until then the file cannot be opened read-only in this process (`Can't open a connection
+    to same database file with a different configuration`): the marts are published from it
+    right after the build."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
+    environment = DuckDBConnectionManager._ENV
     DuckDBConnectionManager.close_all_connections()
+    if environment is not None:
+        environment.close()
 
 
 def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
