@@ -223,7 +223,8 @@ def test_cli_redeliver_and_late(
 
 def test_redeliver_keeps_a_spoiled_days_defects(tmp_path: Path, jaffle_raw: Path) -> None:
     lake = Lake(str(tmp_path))
-    seeded = seed(lake, days=4, raw_dir=jaffle_raw, defects=0.1)
+    # defects are drawn per source and calendar day: a fixed start makes day 3 one with a short line
+    seeded = seed(lake, days=4, raw_dir=jaffle_raw, defects=0.1, start=date(2018, 9, 1))
     day = seeded.first_day + timedelta(days=2)
     path = tmp_path / "landing" / "orders" / day.isoformat() / "orders.csv"
     old_lines = path.read_text().splitlines()
