@@ -103,18 +103,14 @@ def whole_table(table: DeltaTable) -> pa_ds.Dataset:
     partitions, and a whole read prunes nothing. Tables with reader features pyarrow cannot
     honour (deletion vectors, column mapping) go through it, which refuses them.
     """
-    protocol = table.protocol()
-    if (
-        set(protocol.reader_features or ()) - PYARROW_READS
-        or not table.metadata().partition_columns
-    ):
+    columns = table.metadata().partition_columns
+    if set(table.protocol().reader_features or ()) - PYARROW_READS or not columns:
         return table.to_pyarrow_dataset()
     schema = pa.schema(table.schema().to_arrow())
     filesystem = _filesystem(table)
     file_format = pa_ds.ParquetFileFormat(
         default_fragment_scan_options=pa_ds.ParquetFragmentScanOptions(pre_buffer=True)
     )
-    columns = table.metadata().partition_columns
     adds = pa.table(table.get_add_actions(flatten=True))
     fragments = [
         file_format.make_fragment(

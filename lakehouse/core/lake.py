@@ -16,8 +16,8 @@ from typing import Literal
 
 from lakehouse.core.errors import ConfigError
 
-Layer = Literal["bronze", "silver", "quarantine", "gold", "_system"]
-LAYERS: tuple[Layer, ...] = ("bronze", "silver", "quarantine", "gold", "_system")
+Layer = Literal["bronze", "silver", "quarantine", "gold", "_system", "_restricted"]
+LAYERS: tuple[Layer, ...] = ("bronze", "silver", "quarantine", "gold", "_system", "_restricted")
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 """The repository checkout: default home of the data root and of Dagster's storage."""

@@ -58,13 +58,6 @@ RESTRICTED = "_restricted"
 step, rewritten by erasures only; none of its rows expires."""
 
 
-def table_uri(lake: Lake, layer: str, name: str) -> str:
-    """The URI of `layer/name`, the restricted layer's tables included."""
-    if layer == RESTRICTED:
-        return f"{lake.root}/lake/{RESTRICTED}/{name}"
-    return lake.table_uri(layer, name)  # type: ignore[arg-type]
-
-
 def writer_pool(layer: str, table: str) -> str | None:
     """The Dagster concurrency pool every writer of `layer/table` runs in (None: no single pool).
 
@@ -406,7 +399,7 @@ def maintain_table(
     With `dry_run` nothing is written: the pass lists what expires and counts the files.
     """
     started = time.monotonic()
-    uri = table_uri(lake, layer, name)
+    uri = lake.table_uri(layer, name)  # type: ignore[arg-type]
     report = TablePass(f"{layer}/{name}")
     if _table(lake, uri) is None:
         report.notes.append("no table yet")

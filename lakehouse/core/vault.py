@@ -43,7 +43,7 @@ TOKEN_PREFIX = "tok_"
 
 
 def vault_uri(lake: Lake) -> str:
-    return f"{lake.root}/lake/_restricted/pii_vault"
+    return lake.table_uri("_restricted", "pii_vault")
 
 
 def token_class(column: Column) -> str:
