@@ -55,6 +55,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         # before the parent's __init__, which may connect (a new index shard is reindexed)
         self._engines: OrderedDict[str, tuple[Engine, int]] = OrderedDict()
         self._engines_pid = os.getpid()
+        self._tables: set[str] = set()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -101,7 +102,19 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._engines.pop(oldest)[0].dispose()
         return engine
 
+    def has_table(self, table_name: str) -> bool:
+        """Whether the index has `table_name`. Dagster asks before every asset check evaluation
+        and asset event (an engine and a schema inspection each time, about 2 ms): a table found
+        is remembered, since only a wipe or an upgrade changes the schema."""
+        if table_name in self._tables:
+            return True
+        found = super().has_table(table_name)  # its own engine: callers may hold the lock
+        if found:
+            self._tables.add(table_name)
+        return found
+
     def _close_engines(self) -> None:
+        self._tables.clear()
         with self._db_lock:
             for engine, _ in self._engines.values():
                 engine.dispose()
