@@ -9,6 +9,7 @@ import warnings
 
 import dagster as dg
 
+from lakehouse.core import long_lived
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.defs.alerts import build_alerts_sensor
@@ -69,3 +70,4 @@ def build_definitions() -> dg.Definitions:
 
 
 defs = build_definitions()
+long_lived.freeze()  # the definitions live as long as the process

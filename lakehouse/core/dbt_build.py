@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lakehouse.core import long_lived
 from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
 from lakehouse.core.gold import DBT_DIR, project_mtime
 from lakehouse.core.lake import Lake
@@ -206,6 +207,7 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
         raise DbtBuildError(msg)
     _MANIFESTS.clear()
     _MANIFESTS[key] = done.result
+    long_lived.freeze()  # the manifest lives as long as the process
     return done.result, time.monotonic() - started
 
 

@@ -32,6 +32,8 @@ class Pending:
     """A change without dates (a table without event dates, or an unrecorded commit)."""
     sources: set[str] = field(default_factory=set)
     """Sources with a pending change."""
+    marks: dict[str, int] = field(default_factory=dict)
+    """The consumer's watermarks when this was read."""
 
     @property
     def empty(self) -> bool:
@@ -41,7 +43,7 @@ class Pending:
 def pending(lake: Lake, consumer: str, sources: Sequence[str]) -> Pending:
     """What `consumer` has not taken in yet of the silver tables of `sources`."""
     marks = system.watermarks(lake, consumer)
-    out = Pending()
+    out = Pending(marks=marks)
     for source in sources:
         latest, changes, whole = changes_since(lake, source, marks.get(source))
         if latest is None:
@@ -56,7 +58,8 @@ def pending(lake: Lake, consumer: str, sources: Sequence[str]) -> Pending:
 
 
 def taken_in(lake: Lake, consumer: str, taken: Pending, *, run_id: str) -> None:
-    """Record that `consumer` has built from the silver versions of `taken`."""
-    marks = system.watermarks(lake, consumer)
-    moved = {s: v for s, v in taken.versions.items() if marks.get(s) != v}
+    """Record that `consumer` has built from the silver versions of `taken` (those its watermarks
+    were not at already; a watermark is the highest version recorded, so one another run moved
+    meanwhile stays where it is)."""
+    moved = {s: v for s, v in taken.versions.items() if taken.marks.get(s) != v}
     system.record_watermarks(lake, consumer, moved, run_id)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
+from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
 
 from lakehouse.core.lake import PROJECT_DIR
 from lakehouse.defs.storage import OPEN_RUN_SHARDS, PooledSqliteEventLogStorage
@@ -52,6 +54,12 @@ def test_the_demo_storage_writes_what_dagsters_own_storage_reads(tmp_path: Path)
         assert len(held) == OPEN_RUN_SHARDS + 1 and "index" in held
         assert runs[-1] in held and runs[0] not in held
         written = {run: len(ours.all_logs(run)) for run in runs}
+        # a new run's shard is as Dagster's own init leaves it: WAL, at the head revision
+        with ours.event_log_storage.run_connection(runs[-1]) as conn:
+            config = get_alembic_config(sqlite_event_log.__file__)
+            revision, head = check_alembic_revision(config, conn)
+            assert revision == head and head is not None
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
         # Dagster's own SQLite storage over the same home sees every event, check and run
         with dg.instance_for_test(temp_dir=str(home)) as theirs:
