@@ -1,5 +1,6 @@
 """dbt's view of silver: a table read whole is every live row of the Delta table, whatever its
-history of overwrites and partitions, the same through the lean dataset and deltalake's own."""
+history of overwrites and partitions, the same through the lean dataset, the in-memory read and
+deltalake's own; a read restricted to event dates is those dates' live rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse.core.dbt_silver_plugin import EVENT_DATE, whole_table
+from lakehouse.core.dbt_silver_plugin import EVENT_DATE, EVENT_DATES_ENV, Plugin, whole_table
+from lakehouse.core.lake import Lake
 
 
 def _rows(day: str | None, ids: range, note: str) -> pa.Table:
@@ -28,8 +30,10 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.sort_by([("id", "ascending"), (EVENT_DATE, "ascending")])
 
 
-def test_a_whole_read_holds_exactly_the_live_rows_of_every_partition(tmp_path: Path) -> None:
-    uri = str(tmp_path / "silver" / "orders")
+def test_a_whole_read_holds_exactly_the_live_rows_of_every_partition(
+    tmp_path: Path, monkeypatch
+) -> None:
+    uri = Lake(str(tmp_path)).table_uri("silver", "orders")
     days = [f"2024-01-{d:02d}" for d in range(1, 31)]
     for day in days:
         write_deltalake(
@@ -63,6 +67,16 @@ def test_a_whole_read_holds_exactly_the_live_rows_of_every_partition(tmp_path: P
     assert set(
         _count_by(lean.filter(pa.compute.equal(lean[EVENT_DATE], "2024-01-07")), "note")
     ) == {"corrected"}
+
+    # what dbt reads: the small table in memory (every row), and a run's event dates only
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path))
+    monkeypatch.setenv(EVENT_DATES_ENV, "")
+    in_memory = Plugin("silver", {})._read("orders")
+    assert isinstance(in_memory, pa.Table)
+    assert _sorted(in_memory.cast(expected.schema)).equals(_sorted(expected))
+    monkeypatch.setenv(EVENT_DATES_ENV, "2024-01-07,2024-01-08")
+    dated = Plugin("silver", {})._read("orders").to_table()
+    assert _count_by(dated, "note") == {"corrected": 3}
 
 
 def _count_by(table: pa.Table, column: str) -> dict:
