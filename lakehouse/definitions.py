@@ -70,4 +70,4 @@ def build_definitions() -> dg.Definitions:
 
 
 defs = build_definitions()
-long_lived.freeze()  # the definitions live as long as the process
+long_lived.freeze(collect=False)  # the definitions live as long as the process

@@ -207,7 +207,7 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
         raise DbtBuildError(msg)
     _MANIFESTS.clear()
     _MANIFESTS[key] = done.result
-    long_lived.freeze()  # the manifest lives as long as the process
+    long_lived.freeze(collect=True)  # the manifest lives as long as the process
     return done.result, time.monotonic() - started
 
 
