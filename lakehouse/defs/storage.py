@@ -9,14 +9,14 @@ insert: a one-day gold run takes about 1.5 s less.
 
 Everything else is Dagster's: the files, their layout under `DAGSTER_HOME` (`history/runs.db`,
 `history/runs/<run id>.db`, `schedules/`), the schema, the locking, the watcher the UI follows runs
-with. A new run's shard is created as Dagster creates it (its tables, WAL, alembic's head revision
-stamped) but with the head revision looked up once per process, not by loading alembic's ~90
-revision scripts for every run (0.1 s a run); anything else goes through Dagster's own
-initialisation. An instance switches between this and Dagster's default storage at any time. Commits are
-as durable as before (WAL, each write its own transaction); a connection held open holds no lock
-between writes. A shard file replaced or deleted behind the process's back (`dagster run wipe`
-from another shell) is noticed before each use (its inode) and opened again, and a forked child
-never uses its parent's connections.
+with. A new run's shard is created as Dagster creates it (its tables, WAL, alembic's head
+revision stamped), the head revision looked up once per process rather than by loading alembic's
+~90 revision scripts for every run (0.1 s a run); any other shard goes through Dagster's own
+initialisation. An instance switches between this and Dagster's default storage at any time.
+Commits are as durable as before (WAL, each write its own transaction); a connection held open
+holds no lock between writes. A shard file replaced or deleted behind the process's back
+(`dagster run wipe` from another shell) is noticed before each use (its inode) and opened again,
+and a forked child never uses its parent's connections.
 
 `dagster.yaml` (the embedded default) selects it through the instance class:
 
