@@ -18,8 +18,11 @@ def _gib(value: float) -> str:
 
 
 def _samples(timed: dict) -> str:
-    """The seconds of every run timed (one, in results written before medians)."""
-    return " / ".join(f"{s:.1f}" for s in timed.get("samples", [timed["seconds"]]))
+    """The seconds of every run timed (one, in results written before medians), and the CPU
+    loop's seconds before them where recorded."""
+    runs = " / ".join(f"{s:.1f}" for s in timed.get("samples", [timed["seconds"]]))
+    cpu = timed.get("cpu_samples")
+    return f"{runs}; CPU loop {min(cpu):.2f}-{max(cpu):.2f} s" if cpu else runs
 
 
 def _row(figure: str, value: str, target: str = "", ok: bool | None = None) -> str:
