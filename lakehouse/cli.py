@@ -197,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
-    if args.root:
+    if args.root and os.environ.get("LAKEHOUSE_ROOT") != args.root:
+        # the definitions (sensors, resources) read the root from the environment; set once
+        # here, before any work starts threads (a `setenv` beside a thread's `getenv` crashes)
         os.environ["LAKEHOUSE_ROOT"] = args.root
     try:
         lake = Lake.from_env()

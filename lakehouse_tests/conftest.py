@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,21 +46,9 @@ def materialize_all(lake: Lake, instance: dg.DagsterInstance, dates: list[str] |
     from lakehouse.definitions import defs
     from lakehouse.defs.runs import materialize_landed
 
-    with preserved_environ():
-        return materialize_landed(
-            defs, lake, instance=instance, resources=resources_for(lake), dates=dates
-        )
-
-
-@contextmanager
-def preserved_environ() -> Iterator[None]:
-    """Restore os.environ afterwards: the gold asset exports the lake's settings for dbt."""
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return materialize_landed(
+        defs, lake, instance=instance, resources=resources_for(lake), dates=dates
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from lakehouse.core.lake import Lake
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.small_lake import deliver, text
 
 CONTRACT = """
@@ -60,10 +60,9 @@ def test_a_lake_without_the_demo_sources_materializes_green(
     from lakehouse.defs.runs import materialize_landed
 
     defs = build_definitions()
-    with preserved_environ():
-        results = materialize_landed(
-            defs, lake, instance=dg.DagsterInstance.ephemeral(), resources=resources_for(lake)
-        )
+    results = materialize_landed(
+        defs, lake, instance=dg.DagsterInstance.ephemeral(), resources=resources_for(lake)
+    )
     assert [r.success for r in results] == [True]  # bronze + silver; no gold mart applies
     silver = pl.read_delta(lake.table_uri("silver", "readings")).sort("sensor", "taken_at")
     assert silver.select("sensor", "celsius").rows() == [("s1", 21.5), ("s1", 22.0), ("s2", None)]

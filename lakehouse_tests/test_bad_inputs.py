@@ -30,7 +30,7 @@ from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
 from lakehouse.core.pii import pseudonym
 from lakehouse.core.silver import load_silver
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     HEADER,
@@ -313,21 +313,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     from lakehouse.definitions import defs
     from lakehouse.defs.gold import pending_gold_runs
 
-    with preserved_environ():  # gold as the platform runs it: whole marts, daily facts, metrics
-        assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-        instance = dg.DagsterInstance.ephemeral()
-        runs = pending_gold_runs(lake)
-        assert runs
-        for run in runs:
-            result = dg.materialize(
-                assets,
-                selection=run.keys,
-                resources=resources_for(lake),
-                raise_on_error=False,
-                instance=instance,
-                tags=run.tags,
-            )
-            assert result.success
+    # gold as the platform runs it: whole marts, daily facts, metrics
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    instance = dg.DagsterInstance.ephemeral()
+    runs = pending_gold_runs(lake)
+    assert runs
+    for run in runs:
+        result = dg.materialize(
+            assets,
+            selection=run.keys,
+            resources=resources_for(lake),
+            raise_on_error=False,
+            instance=instance,
+            tags=run.tags,
+        )
+        assert result.success
     read = lambda layer, t: pl.read_delta(lake.table_uri(layer, t))  # noqa: E731
     sources = ("orders", "items", "products")
     return Built(

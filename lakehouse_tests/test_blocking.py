@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse.core import delta, system
 from lakehouse.core.lake import Lake
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     deliver,
@@ -29,14 +29,13 @@ def run_day(lake: Lake, instance: dg.DagsterInstance, day: str) -> dg.ExecuteInP
     from lakehouse.definitions import defs
 
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    with preserved_environ():
-        return dg.materialize(
-            assets,
-            resources=resources_for(lake),
-            instance=instance,
-            partition_key=day,
-            raise_on_error=False,
-        )
+    return dg.materialize(
+        assets,
+        resources=resources_for(lake),
+        instance=instance,
+        partition_key=day,
+        raise_on_error=False,
+    )
 
 
 def version(lake: Lake, layer: str, table: str) -> int | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 from lakehouse.cli import main
 from lakehouse.core.metrics import HEADLINE, MetricsError, semantic_layer
-from lakehouse_tests.conftest import Materialized, preserved_environ
+from lakehouse_tests.conftest import Materialized
 
 pytestmark = pytest.mark.slow
 
@@ -115,16 +115,22 @@ def test_since_and_until_keep_the_periods_in_range(materialized, expected) -> No
     assert frame["order_count"].sum() == inside.height
 
 
-def cli(root: str, *args: str) -> tuple[int, str, str]:
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, str]]:
     """`lakehouse --root ROOT metrics ARGS` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with preserved_environ(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        os.environ.pop("LAKEHOUSE_WAREHOUSE", None)  # the root's own warehouse
-        code = main(["--root", root, "metrics", *args])
-    return code, out.getvalue(), err.getvalue()
+    monkeypatch.delenv("LAKEHOUSE_WAREHOUSE", raising=False)  # the root's own warehouse
+
+    def run(root: str, *args: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("LAKEHOUSE_ROOT", root)  # what `--root` sets; undone after the test
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--root", root, "metrics", *args])
+        return code, out.getvalue(), err.getvalue()
+
+    return run
 
 
-def test_cli_query_prints_the_metrics_as_csv_json_and_table(materialized, expected) -> None:
+def test_cli_query_prints_the_metrics_as_csv_json_and_table(materialized, expected, cli) -> None:
     root = materialized.lake.root
     want = expected["by_store"].select("week", "store", "revenue", "order_count")
     args = ["query", "revenue,order_count", "--by", "store", "--grain", "week"]
@@ -145,7 +151,7 @@ def test_cli_query_prints_the_metrics_as_csv_json_and_table(materialized, expect
     assert str(want["revenue"][0]) in lines[2]
 
 
-def test_cli_list_shows_every_metric_with_owner_and_dimensions(materialized) -> None:
+def test_cli_list_shows_every_metric_with_owner_and_dimensions(materialized, cli) -> None:
     code, out, _ = cli(materialized.lake.root, "list")
     assert code == 0
     for name in HEADLINE:
@@ -169,7 +175,7 @@ def test_cli_list_shows_every_metric_with_owner_and_dimensions(materialized) -> 
         (["query", "revenue", "--since", "last week"], "--since `last week` is not a date"),
     ],
 )
-def test_cli_errors_list_the_valid_names(materialized, args, message) -> None:
+def test_cli_errors_list_the_valid_names(materialized, args, message, cli) -> None:
     code, out, err = cli(materialized.lake.root, *args)
     assert code == 2
     assert message in err

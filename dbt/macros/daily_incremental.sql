@@ -1,7 +1,8 @@
 {#- The config of a daily model: incremental by `date_column`, tagged `daily` (the gold assets
-    partitioned by day). A run rebuilds exactly the event dates silver changed
-    (LAKEHOUSE_EVENT_DATES): the pre-hook empties those dates first, so a date whose every row
-    was retracted leaves the model, and delete+insert on the date puts back what the run built. -#}
+    partitioned by day). A run rebuilds exactly the event dates silver changed (the gold asset
+    hands them to the `silver` plugin): the pre-hook empties those dates first, so a date whose
+    every row was retracted leaves the model, and delete+insert on the date puts back what the
+    run built. -#}
 {% macro daily_incremental(date_column='order_date') %}
     {{ config(
         materialized='incremental',

@@ -12,10 +12,13 @@ time. They are off; `DbtLog` writes the events a person reads (each node's start
 warnings, errors) to `dbt.log` in the target folder. `LAKEHOUSE_DBT_LOG=debug` gives dbt's
 own debug log file back, every statement in it.
 
-dbt-duckdb keeps one DuckDB connection per process for the warehouse, and its `silver` plugin
-reads the lake and the event dates from the environment when the adapter starts. After every
-invocation the connection is closed (the warehouse file is free for readers and the next writer)
-and the environment restored, so one lake's settings never leak into the next build.
+dbt-duckdb keeps one DuckDB connection per process for the warehouse. The profile gets the
+warehouse's path as a dbt var (`lakehouse_warehouse`), and the `silver` plugin the lake and the
+event dates in process (`dbt_silver_plugin.serving`) when the adapter starts: the process
+environment is never written, since another thread (Polars, DuckDB, Delta's runtime) may be
+reading it, and glibc's `setenv` beside a `getenv` is a crash. After every invocation the
+connection is closed: the warehouse file is free for readers and the next writer, and the next
+build's adapter starts on its own lake.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lakehouse.core import long_lived
-from lakehouse.core.dbt_silver_plugin import EVENT_DATES_ENV
+from lakehouse.core.dbt_silver_plugin import serving
 from lakehouse.core.gold import DBT_DIR, project_mtime
 from lakehouse.core.lake import Lake
 
+WAREHOUSE_VAR = "lakehouse_warehouse"
+"""The dbt var `profiles.yml` takes the warehouse file's path from."""
 DBT_LOG_ENV = "LAKEHOUSE_DBT_LOG"
 """`debug`: dbt writes its own debug log (every statement) instead of `DbtLog`'s."""
 LOG_MAX_BYTES = 10 * 1024 * 1024
@@ -80,30 +85,6 @@ def target_dir(lake: Lake) -> Path:
     """dbt's target folder for `lake`: beside its warehouse, so partial parse stays warm per lake
     and builds of different lakes never share artifacts."""
     return Path(lake.warehouse_path).parent / "dbt_target"
-
-
-def dbt_env(lake: Lake, dates: Sequence[str] | None = None) -> dict[str, str]:
-    """The environment that points dbt's profile and the silver plugin at `lake` (and dates)."""
-    return {
-        **lake.env(),
-        EVENT_DATES_ENV: ",".join(sorted(dates)) if dates else "",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-
-
-@contextmanager
-def environ_for_call(env: Mapping[str, str]) -> Iterator[None]:
-    """Set `env` for one call and restore the process environment after it."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 class DbtLog:
@@ -163,10 +144,13 @@ def _runner(manifest: Any, target: Path) -> Iterator[Any]:
         log.close()
 
 
-def _base_args(target: Path) -> list[str]:
+def _base_args(lake: Lake, target: Path) -> list[str]:
     return [
         *_log_args(),
         "--no-use-colors",
+        "--no-send-anonymous-usage-stats",
+        "--vars",
+        json.dumps({WAREHOUSE_VAR: lake.warehouse_path}),
         "--project-dir",
         str(DBT_DIR),
         "--profiles-dir",
@@ -200,7 +184,7 @@ def _manifest(lake: Lake, target: Path) -> tuple[Any, float]:
     started = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
     with _runner(None, target) as runner:
-        done = runner.invoke(["parse", *_base_args(target)])
+        done = runner.invoke(["parse", *_base_args(lake, target)])
     _close_warehouse()
     if not done.success or done.result is None:
         msg = f"dbt parse failed: {done.exception}"
@@ -254,12 +238,12 @@ def invoke(
     """
     target = target_dir(lake)
     Path(lake.warehouse_path).parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, environ_for_call(dbt_env(lake, dates)):
+    with _LOCK, serving(lake, dates):
         manifest, parse_seconds = _manifest(lake, target)
         # A build's results come back in memory: writing manifest.json and run_results.json
         # would cost more than a one-day build's SQL. `docs generate` writes the catalog's.
         quiet_json = [] if list(command[:1]) == ["docs"] else ["--no-write-json"]
-        full = [*command, *_base_args(target), *quiet_json, *args]
+        full = [*command, *_base_args(lake, target), *quiet_json, *args]
         started = time.monotonic()
         try:
             with _runner(_for_one_build(manifest), target) as runner:

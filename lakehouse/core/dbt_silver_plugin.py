@@ -9,15 +9,23 @@ platform's reader everywhere else; a year of daily partitions in a third of the 
 dataset takes), so the several models reading it do not each open its files again: the whole
 marts' time stays flat as history grows.
 
-`LAKEHOUSE_EVENT_DATES` (comma-separated ISO dates, set by the daily gold asset: the event dates
-silver changed) restricts a run to those dates: tables partitioned by `_event_date` are read from
-those partitions only, and the DuckDB macro `lakehouse_in_event_dates(d)` (behind dbt's
-`event_dates_filter`) tests a date against them. So a one-day gold run reads one day of silver.
+Event dates (given by the daily gold asset: the event dates silver changed) restrict a run to
+those dates: tables partitioned by `_event_date` are read from those partitions only, and the
+DuckDB macro `lakehouse_in_event_dates(d)` (behind dbt's `event_dates_filter`) tests a date
+against them. So a one-day gold run reads one day of silver.
+
+The platform runs dbt in its own process and hands the plugin the lake and the dates there
+(`serving`): the process environment is never written while other threads may read it (glibc's
+`setenv` beside another thread's `getenv` is a crash). A dbt run from a shell takes them from
+the environment instead: `LAKEHOUSE_ROOT` (with the `AWS_*` settings) and
+`LAKEHOUSE_EVENT_DATES` (comma-separated ISO dates; empty or unset: every date).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 from urllib.parse import unquote
@@ -38,20 +46,42 @@ EVENT_DATE = "_event_date"
 EVENT_DATES_ENV = "LAKEHOUSE_EVENT_DATES"
 
 
+def event_dates(dates: Iterable[str]) -> list[str] | None:
+    """The sorted distinct ISO dates of `dates`; none -> None (every date)."""
+    days = sorted({day.strip() for day in dates if day.strip()})
+    for day in days:
+        date.fromisoformat(day)  # ISO dates only: they enter SQL below
+    return days or None
+
+
 def parse_event_dates(value: str | None) -> list[str] | None:
     """`2024-01-01,2024-01-03` -> the sorted dates; empty -> None (every date)."""
-    if not value:
-        return None
-    dates = sorted({part.strip() for part in value.split(",") if part.strip()})
-    for day in dates:
-        date.fromisoformat(day)  # ISO dates only: they enter SQL below
-    return dates
+    return event_dates((value or "").split(","))
+
+
+_SERVED: tuple[Lake, list[str] | None] | None = None
+"""The lake and event dates of the dbt invocation running in this process, if one is."""
+
+
+@contextmanager
+def serving(lake: Lake, dates: Iterable[str] | None) -> Iterator[None]:
+    """dbt invoked in this process meanwhile reads silver from `lake`, restricted to `dates`
+    (None: every date). One invocation at a time (the caller holds dbt's lock)."""
+    global _SERVED
+    _SERVED = (lake, event_dates(dates or ()))
+    try:
+        yield
+    finally:
+        _SERVED = None
 
 
 class Plugin(BasePlugin):
     def initialize(self, config: dict[str, Any]) -> None:
-        self.lake = Lake.from_env()
-        self.event_dates = parse_event_dates(os.environ.get(EVENT_DATES_ENV))
+        if _SERVED is not None:
+            self.lake, self.event_dates = _SERVED
+        else:  # dbt run from a shell
+            self.lake = Lake.from_env()
+            self.event_dates = parse_event_dates(os.environ.get(EVENT_DATES_ENV))
         self.loaded: dict[str, Any] = {}
         """Source -> what `load` gave: dbt-duckdb asks again each time a model's SQL names the
         source (every model reading an ephemeral staging model over it), and one dbt

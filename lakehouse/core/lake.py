@@ -93,11 +93,3 @@ class Lake:
             msg = f"unknown layer `{layer}`; layers are {', '.join(LAYERS)}"
             raise ConfigError(msg)
         return f"{self.root}/lake/{layer}/{table}"
-
-    def env(self) -> dict[str, str]:
-        """Environment variables that let a child process (dbt) find this same lake."""
-        env = {"LAKEHOUSE_ROOT": self.root, "LAKEHOUSE_WAREHOUSE": self.warehouse_path}
-        for env_name, key in _S3_ENV_OPTIONS.items():
-            if key in self.storage_options:
-                env[env_name] = self.storage_options[key]
-        return env

@@ -8,9 +8,16 @@ import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse.core.dbt_silver_plugin import EVENT_DATE, EVENT_DATES_ENV, Plugin, whole_table
+from lakehouse.core.dbt_silver_plugin import (
+    EVENT_DATE,
+    EVENT_DATES_ENV,
+    Plugin,
+    serving,
+    whole_table,
+)
 from lakehouse.core.lake import Lake
 
 
@@ -77,6 +84,15 @@ def test_a_whole_read_holds_exactly_the_live_rows_of_every_partition(
     monkeypatch.setenv(EVENT_DATES_ENV, "2024-01-07,2024-01-08")
     dated = Plugin("silver", {})._read("orders").to_table()
     assert _count_by(dated, "note") == {"corrected": 3}
+    # in the platform's process, the lake and dates it serves, whatever the environment says
+    monkeypatch.setenv("LAKEHOUSE_ROOT", str(tmp_path / "another_lake"))
+    with serving(Lake(str(tmp_path)), ["2024-01-08", "2024-01-07", "2024-01-07"]):
+        plugin = Plugin("silver", {})
+        assert plugin.event_dates == ["2024-01-07", "2024-01-08"]
+        assert _count_by(plugin._read("orders").to_table(), "note") == {"corrected": 3}
+    with pytest.raises(ValueError), serving(Lake(str(tmp_path)), ["2024-01-07; drop table"]):
+        pass  # dates enter SQL: ISO dates only
+    assert Plugin("silver", {}).lake.root == str(tmp_path / "another_lake")
 
 
 def _count_by(table: pa.Table, column: str) -> dict:

@@ -14,7 +14,7 @@ import pytest
 from lakehouse.core import alerts, system
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.servers import free_port
 from lakehouse_tests.small_lake import (
     GOOD,
@@ -42,18 +42,17 @@ def run_range(lake: Lake, instance: dg.DagsterInstance, first: str, last: str, k
     from lakehouse.definitions import defs
 
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
-    with preserved_environ():
-        return dg.materialize(
-            assets,
-            selection=[dg.AssetKey.from_user_string(k) for k in keys],
-            resources=resources_for(lake),
-            instance=instance,
-            tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
-            },
-            raise_on_error=False,
-        )
+    return dg.materialize(
+        assets,
+        selection=[dg.AssetKey.from_user_string(k) for k in keys],
+        resources=resources_for(lake),
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+        raise_on_error=False,
+    )
 
 
 @pytest.fixture(scope="package")

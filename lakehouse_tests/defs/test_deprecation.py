@@ -14,7 +14,7 @@ import pytest
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.gold import MANIFEST
 from lakehouse.core.lake import Lake
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.small_lake import deliver, deliver_reference_data, edit_contract, orders_file
 
 DAY = "2024-04-01"
@@ -84,10 +84,9 @@ def test_a_deprecated_contract_is_tagged_listed_with_its_readers_and_warned_in_r
         for f in (bronze_asset, silver_asset)
     ]
     instance = dg.DagsterInstance.ephemeral()
-    with preserved_environ():
-        result = dg.materialize(
-            assets, partition_key=DAY, instance=instance, resources=resources_for(lake)
-        )
+    result = dg.materialize(
+        assets, partition_key=DAY, instance=instance, resources=resources_for(lake)
+    )
     assert result.success
     warnings = [
         e.user_message

@@ -18,7 +18,7 @@ from lakehouse.definitions import defs
 from lakehouse.defs.gold import GOLD_TAG, SILVER_CHANGES
 from lakehouse.defs.resources import LakeResource
 from lakehouse.defs.sensors import build_landing_sensor, gold_sensor
-from lakehouse_tests.conftest import expected_revenue, preserved_environ, resources_for
+from lakehouse_tests.conftest import expected_revenue, resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     deliver,
@@ -47,16 +47,15 @@ def execute(lake: Lake, instance: dg.DagsterInstance, request: dg.RunRequest):
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     selection = dg.AssetSelection.assets(*request.asset_selection).without_checks()
     selection |= dg.AssetSelection.checks(*request.asset_check_keys or ())
-    with preserved_environ():
-        return dg.materialize(
-            assets,
-            selection=selection,
-            partition_key=request.partition_key,
-            tags=request.tags,
-            resources=resources_for(lake),
-            instance=instance,
-            raise_on_error=False,
-        )
+    return dg.materialize(
+        assets,
+        selection=selection,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        resources=resources_for(lake),
+        instance=instance,
+        raise_on_error=False,
+    )
 
 
 def gold_revenue(lake: Lake) -> pl.DataFrame:

@@ -22,7 +22,7 @@ from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import PROJECT_DIR, Lake
 from lakehouse.core.silver import load_silver
 from lakehouse.defs.maintenance import shared_job
-from lakehouse_tests.conftest import preserved_environ, resources_for
+from lakehouse_tests.conftest import resources_for
 from lakehouse_tests.small_lake import (
     GOOD,
     deliver,
@@ -64,15 +64,13 @@ def test_lakehouse_maintain_expires_through_the_pooled_job(
     monkeypatch.setenv("LAKEHOUSE_ROOT", lake.root)
     from lakehouse.cli import main
 
-    with preserved_environ():
-        assert main(["maintain", "orders", "--dry-run"]) == 0
+    assert main(["maintain", "orders", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"bronze/orders: would delete 1 expired partition(s) {old} .. {old} ({GOOD} rows)" in out
     assert f"silver/orders: {GOOD} row(s) in 1 partition(s) expired" in out
     assert DeltaTable(bronze_uri).version() == version
 
-    with preserved_environ():
-        assert main(["maintain", "orders"]) == 0
+    assert main(["maintain", "orders"]) == 0
     bronze = pl.read_delta(bronze_uri)
     assert sorted(bronze["_landing_date"].unique()) == [recent] and bronze.height == GOOD
     silver = pl.read_delta(silver_uri)
