@@ -487,11 +487,21 @@ def compact(lake: Lake, uri: str, *, max_files: int, **metadata: Any) -> bool:
     return True
 
 
+def _record_counts(table: DeltaTable) -> list[int | None]:
+    """Each live file's row count in the log (None: the file was written without statistics)."""
+    return table.get_add_actions(flatten=True).column("num_records").to_pylist()
+
+
+def logged_row_count(table: DeltaTable) -> int | None:
+    """The table's row count from its log alone, or None when a file's count is not logged."""
+    counts = _record_counts(table)
+    return None if None in counts else int(sum(counts))  # type: ignore[arg-type]
+
+
 def table_stats(lake: Lake, uri: str) -> tuple[int, int] | None:
     """(row count, version) of the table from its log alone (no data file is read)."""
     table = open_table(lake, uri)
     if table is None:
         return None
-    actions = table.get_add_actions(flatten=True)
-    rows = sum(v for v in actions.column("num_records").to_pylist() if v is not None)
+    rows = sum(v for v in _record_counts(table) if v is not None)
     return int(rows), table.version()

@@ -123,3 +123,14 @@ def test_written_files_carry_statistics_that_bound_every_type(tmp_path):
         pl.col("raw") == b"\x00\xff",
     ):
         assert pl.scan_delta(uri).filter(match).collect().height == 1, match
+
+
+def test_the_logged_row_count_follows_appends_and_replaced_rows(tmp_path):
+    uri = str(tmp_path / "t")
+    write_deltalake(uri, pl.DataFrame({"d": [1, 1, 2]}).to_arrow())
+    write_deltalake(uri, pl.DataFrame({"d": [3]}).to_arrow(), mode="append")
+    assert delta.logged_row_count(DeltaTable(uri)) == 4
+    # the rows of d = 1 replaced by one row: their file rewritten without them
+    write_deltalake(uri, pl.DataFrame({"d": [1]}).to_arrow(), mode="overwrite", predicate="d = 1")
+    table = DeltaTable(uri)
+    assert delta.logged_row_count(table) == pl.read_delta(uri).height == 3
