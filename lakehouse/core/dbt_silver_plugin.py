@@ -15,9 +15,8 @@ DuckDB macro `lakehouse_in_event_dates(d)` (behind dbt's `event_dates_filter`) t
 against them. So a one-day gold run reads one day of silver.
 
 The platform runs dbt in its own process and hands the plugin the lake and the dates there
-(`serving`): the process environment is never written while other threads may read it (glibc's
-`setenv` beside another thread's `getenv` is a crash). A dbt run from a shell takes them from
-the environment instead: `LAKEHOUSE_ROOT` (with the `AWS_*` settings) and
+(`serving`; `dbt_build` says why never through the environment). A dbt run from a shell takes
+them from the environment instead: `LAKEHOUSE_ROOT` (with the `AWS_*` settings) and
 `LAKEHOUSE_EVENT_DATES` (comma-separated ISO dates; empty or unset: every date).
 """
 

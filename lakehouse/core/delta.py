@@ -495,7 +495,8 @@ def _record_counts(table: DeltaTable) -> list[int | None]:
 def logged_row_count(table: DeltaTable) -> int | None:
     """The table's row count from its log alone, or None when a file's count is not logged."""
     counts = _record_counts(table)
-    return None if None in counts else int(sum(counts))  # type: ignore[arg-type]
+    known = [count for count in counts if count is not None]
+    return sum(known) if len(known) == len(counts) else None
 
 
 def table_stats(lake: Lake, uri: str) -> tuple[int, int] | None:
