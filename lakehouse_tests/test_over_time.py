@@ -10,6 +10,7 @@ back. Then the same materialize runs again and must change nothing.
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -127,6 +128,27 @@ def check_lake(lake: Lake, held_dates: set[str] = frozenset()) -> None:
     assert {o: (t, n) for o, t, n in gold_orders} == {
         oid: (int(row["order_total"]), item_count[oid]) for oid, row in want["orders"].items()
     }
+    published_orders = pl.read_delta(lake.table_uri("gold", "orders"))
+    assert dict(published_orders.select("order_id", "item_count").iter_rows()) == {
+        oid: item_count[oid] for oid in want["orders"]
+    }
+    # every item once, on its order's day, in the warehouse and in the published Delta table
+    item_rows = {
+        iid: (row["order_id"], want["orders"][row["order_id"]]["ordered_at"][:10], row["sku"])
+        for iid, row in want["items"].items()
+    }
+    with duckdb.connect(lake.warehouse_path, read_only=True) as con:
+        fact = con.sql(
+            "select order_item_id, order_id, cast(order_date as varchar), product_id "
+            "from gold.fct_order_items"
+        ).fetchall()
+    assert len(fact) == len(item_rows)
+    assert {i: (o, d, p) for i, o, d, p in fact} == item_rows
+    published_items = pl.read_delta(lake.table_uri("gold", "fct_order_items")).select(
+        "order_item_id", "order_id", pl.col("order_date").cast(pl.String), "product_id"
+    )
+    assert published_items.height == len(item_rows)
+    assert {i: (o, d, p) for i, o, d, p in published_items.iter_rows()} == item_rows
 
 
 def materialize(lake: Lake, instance: dg.DagsterInstance) -> list[dg.ExecuteInProcessResult]:
@@ -221,4 +243,34 @@ def test_4_blocked_date_in_a_range_run_holds_back_only_itself(feed, jaffle_raw: 
     assert all(r.success for r in results)
     assert system.held_partitions(lake).is_empty()
     check_lake(lake)
+    rerun_changes_nothing(lake, instance)
+
+
+def test_5_a_late_item_and_an_item_moved_to_an_order_of_another_day(feed) -> None:
+    # Items are dated by their order (contract `dated_by`): a late item, or one moved to another
+    # order, rebuilds its orders' days in the daily facts, and only those.
+    lake, instance = feed
+    orders = silver(lake, "orders")
+    items = silver(lake, "items").join(
+        orders.select(pl.col("id").alias("order_id"), "_event_date"), on="order_id"
+    )
+    late_order = orders.filter(pl.col("_event_date") == day(5)).get_column("id")[0]
+    moved = items.filter(pl.col("_event_date") == day(7)).row(0, named=True)
+    to_order = orders.filter(pl.col("_event_date") == day(12)).get_column("id")[0]
+    landing = day(DAYS + 4)
+    folder = Path(lake.landing_uri("items")) / landing
+    folder.mkdir(parents=True)
+    (folder / "items.csv").write_text(
+        "id,order_id,sku\n"
+        f"late-item-1,{late_order},{moved['sku']}\n"
+        f"{moved['id']},{to_order},{moved['sku']}\n"
+    )
+    results = materialize(lake, instance)
+    assert all(r.success for r in results)
+    check_lake(lake)
+    # the daily facts replaced exactly those three days
+    for mart in ("fct_order_items", "orders"):
+        commit = delta.open_table(lake, lake.table_uri("gold", mart)).history(1)[0]
+        predicate = commit["operationParameters"]["predicate"]
+        assert set(re.findall(r"\d{4}-\d{2}-\d{2}", predicate)) == {day(5), day(7), day(12)}
     rerun_changes_nothing(lake, instance)

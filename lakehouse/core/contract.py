@@ -187,6 +187,10 @@ class Contract:
     path: str = ""
     format: FileFormat = field(default_factory=FileFormat)
     event_time: str | None = None
+    dated_by: str | None = None
+    """`dated_by: <column>` (a table without `event_time`): a row's event date is the one of the
+    row that column references (an item's is its order's date). Silver stays unpartitioned;
+    its changes are recorded at those dates, so gold rebuilds them (`core.dated`)."""
     ordering: str | None = None
     schema_drift: Literal["evolve", "rescue", "freeze"] = "rescue"
     delivery: Literal["events", "snapshot"] = "events"
@@ -312,6 +316,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             "format",
             "primary_key",
             "event_time",
+            "dated_by",
             "ordering",
             "schema_drift",
             "columns",
@@ -375,6 +380,18 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
             )
         if silver[event_time].nullable:
             raise ContractError(path, "event_time", f"`{event_time}` must be `nullable: false`")
+    dated_by = raw.get("dated_by")
+    if dated_by is not None:
+        if event_time is not None:
+            raise ContractError(
+                path, "dated_by", "a source with `event_time` is dated by it: drop one of the two"
+            )
+        if dated_by not in silver or silver[dated_by].references is None:
+            raise ContractError(
+                path, "dated_by", f"`{dated_by}` must be a column of the contract with `references`"
+            )
+        if silver[dated_by].nullable:
+            raise ContractError(path, "dated_by", f"`{dated_by}` must be `nullable: false`")
     ordering = raw.get("ordering")
     if ordering is not None and ordering not in silver:
         raise ContractError(path, "ordering", f"`{ordering}` is not a column of the contract")
@@ -427,6 +444,7 @@ def parse_contract(raw: Any, path: str | Path = "<contract>") -> Contract:
         format=reader.file_format(fmt),
         source=source,
         event_time=event_time,
+        dated_by=dated_by,
         ordering=ordering,
         schema_drift=drift,
         checks=reader.batch_checks(
@@ -478,6 +496,7 @@ def child_contracts(parent: Contract) -> list[Contract]:
                 columns=columns,
                 primary_key=(*parent.primary_key, *item.primary_key),
                 event_time=parent.event_time if parent.event_time in parent.primary_key else None,
+                dated_by=None,
                 ordering=None,
                 explode=(),
                 parent=parent.name,
@@ -520,6 +539,19 @@ def _arrival(raw: Any, reader: _Reader) -> Arrival | None:
 
 
 def _check_references(contract: Contract, by_name: Mapping[str, Contract]) -> None:
+    if contract.dated_by is not None:
+        ref = contract.column(contract.dated_by).references
+        assert ref is not None  # parse_contract checked it
+        target = by_name.get(ref.table)
+        if target is not None and (
+            target.event_time is None or target.primary_key != (ref.column,)
+        ):
+            raise ContractError(
+                contract.path,
+                "dated_by",
+                f"`{contract.dated_by}` references `{ref.table}.{ref.column}`: dating by it needs "
+                f"`{ref.table}` to have an `event_time` and `{ref.column}` as its whole primary key",
+            )
     for i, col in enumerate(contract.columns):
         ref = col.references
         if ref is None:

@@ -5,8 +5,9 @@ Every silver publish records the event dates it changed in its own Delta commit
 (`lakehouse.core.publish.CHANGES_KEY`); a consumer (the daily marts, the whole marts) records in
 `_system/gold_watermarks` the silver version of each source it has built from. What is pending
 for it is the union of the changes of the versions after its watermark: daily marts rebuild
-exactly those dates, whatever the landing date that brought them; whole marts rebuild when any
-of their sources has a pending change. A build that dies leaves the watermark where it was, so the
+exactly those dates, whatever the landing date that brought them (a table dated by a reference,
+like items by their order, records its changes at the referenced rows' dates: `core.dated`);
+whole marts rebuild when any of their sources has a pending change. A build that dies leaves the watermark where it was, so the
 next one takes the same changes in.
 """
 
@@ -41,19 +42,31 @@ class Pending:
 
 
 def pending(lake: Lake, consumer: str, sources: Sequence[str]) -> Pending:
-    """What `consumer` has not taken in yet of the silver tables of `sources`."""
+    """What `consumer` has not taken in yet of the silver tables of `sources`.
+
+    A dated table's commits (`core.dated`) looked their dates up in the referenced table at
+    some version; the changes that table committed after it, which this consumer has taken in
+    already (perhaps before the dated commit, so without its rows), are pending again.
+    """
     marks = system.watermarks(lake, consumer)
     out = Pending(marks=marks)
     for source in sources:
-        latest, changes, whole = changes_since(lake, source, marks.get(source))
-        if latest is None:
+        found = changes_since(lake, source, marks.get(source))
+        if found.latest is None:
             continue
-        out.versions[source] = latest
+        out.versions[source] = found.latest
+        changes, whole = set(found.dates), found.whole
+        for table, against in found.dated_against.items():
+            taken = marks.get(table)
+            if taken is not None and taken > against:
+                again = changes_since(lake, table, against, until=taken)
+                changes |= set(again.dates)
+                whole |= again.whole
         if not changes and not whole:
             continue
         out.sources.add(source)
         out.whole |= whole or WHOLE_TABLE in changes
-        out.dates |= {d for d in changes if d != WHOLE_TABLE}
+        out.dates |= changes - {WHOLE_TABLE}
     return out
 
 

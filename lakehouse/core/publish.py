@@ -32,7 +32,7 @@ from typing import Any
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from lakehouse.core import delta
+from lakehouse.core import dated, delta
 from lakehouse.core.bronze import LANDING_DATE, SOURCE_FILE
 from lakehouse.core.contract import Contract
 from lakehouse.core.lake import Lake
@@ -113,6 +113,7 @@ def _state_columns(contract: Contract, available: Sequence[str]) -> list[str]:
     wanted = [
         *contract.primary_key,
         *([EVENT_DATE] if contract.event_time else []),
+        *([contract.dated_by] if contract.dated_by else []),
         *order_columns(contract),
         ROW_HASH,
     ]
@@ -209,8 +210,18 @@ def publish(
     if plan.source.is_empty():
         result.keys = state
         return result
+    metadata: dict[str, str] = {}
+    if contract.dated_by:
+        upserts = plan.source.filter(pl.col(_OP) == "upsert")
+        plan.changes, metadata = dated.changes(
+            lake,
+            contract,
+            upserts.select(*keys, contract.dated_by),
+            plan.source.filter(pl.col(_OP) == "delete").select(keys),
+            state,
+        )
     result.changes = plan.changes
-    metadata = {CHANGES_KEY: json.dumps(plan.changes, sort_keys=True)}
+    metadata[CHANGES_KEY] = json.dumps(plan.changes, sort_keys=True)
     properties = delta.commit_properties(
         claims=[f"silver/{contract.name}"], step=step, run_id=run_id, **metadata
     )
@@ -489,10 +500,25 @@ def last_change_version(lake: Lake, uri: str) -> int | None:
     return found if found >= 0 else None
 
 
+@dataclass
+class Changes:
+    """What a silver table's commits after a version changed (`changes_since`)."""
+
+    latest: int | None
+    """The table's version (None: no table)."""
+    dates: dict[str, list[int]] = field(default_factory=dict)
+    """Event date (or `*`) -> [inserted, updated, deleted], summed over the commits."""
+    whole: bool = False
+    """A commit changed data without saying which dates, or commits are no longer in the log."""
+    dated_against: dict[str, int] = field(default_factory=dict)
+    """A dated table (`core.dated`): referenced table -> the lowest of its versions the commits'
+    dates were looked up in."""
+
+
 def changes_since(
-    lake: Lake, source: str, version: int | None
-) -> tuple[int | None, dict[str, list[int]], bool]:
-    """The event dates silver `source` changed after `version`: (latest version, changes, whole).
+    lake: Lake, source: str, version: int | None, *, until: int | None = None
+) -> Changes:
+    """The event dates silver `source` changed after `version` (up to `until`, default latest).
 
     `whole` is true when a commit changed data without saying which dates (a table written
     before change records, or by another tool), or when commits after `version` are no longer in
@@ -502,32 +528,33 @@ def changes_since(
     """
     table = delta.open_table(lake, lake.table_uri("silver", source))
     if table is None:
-        return None, {}, False
-    latest = table.version()
-    if version is not None and version >= latest:
-        return latest, {}, False
-    limit = None if version is None else latest - version
-    changes: dict[str, list[int]] = {}
-    whole = False
+        return Changes(None)
+    out = Changes(table.version())
+    last = out.latest if until is None else min(until, out.latest)
+    if version is not None and version >= last:
+        return out
+    limit = None if version is None else out.latest - version
     seen: dict[int, Mapping[str, Any]] = {}
     for commit in table.history(limit):
         v = commit.get("version")
-        if v is None or (version is not None and v <= version):
+        if v is None or (version is not None and v <= version) or v > last:
             continue
         seen[v] = commit
+        for table_name, against in dated.dated_against(commit).items():
+            out.dated_against[table_name] = min(against, out.dated_against.get(table_name, against))
         changed = _changed(commit)
         if changed is None:
-            whole = True
+            out.whole = True
             continue
         for day, counts in changed.items():
-            into = changes.setdefault(day, [0, 0, 0])
+            into = out.dates.setdefault(day, [0, 0, 0])
             for i, n in enumerate(counts):
                 into[i] += n
     if version is not None:
-        missing = [v for v in range(version + 1, latest + 1) if v not in seen]
+        missing = [v for v in range(version + 1, last + 1) if v not in seen]
         if missing:
             after = [v for v in sorted(seen) if v > missing[-1] and CHANGES_THROUGH_KEY in seen[v]]
             vouched = int(seen[after[0]][CHANGES_THROUGH_KEY]) if after else None
             if vouched is None or vouched > version:
-                whole = True
-    return latest, changes, whole
+                out.whole = True
+    return out

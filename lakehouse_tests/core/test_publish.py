@@ -15,7 +15,7 @@ from lakehouse.core import delta, maintenance
 from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import load_contracts
 from lakehouse.core.lake import Lake
-from lakehouse.core.publish import changes_since
+from lakehouse.core.publish import Changes, changes_since
 from lakehouse.core.silver import load_silver
 from lakehouse_tests.small_lake import (
     HEADER,
@@ -81,9 +81,9 @@ def test_a_corrected_file_retracts_updates_moves_and_adds(lake: Lake) -> None:
     assert got["o1"][:2] == (999, D1)
     assert got["o2"][1] == D2
     assert version(lake) == first + 1  # one commit: the move's delete and insert together
-    _, changes, whole = changes_since(lake, "orders", first)
-    assert not whole
-    inserted, updated, deleted = zip(*(changes[d] for d in (D1, D2)), strict=True)
+    found = changes_since(lake, "orders", first)
+    assert not found.whole
+    inserted, updated, deleted = zip(*(found.dates[d] for d in (D1, D2)), strict=True)
     # D1: o5 inserted; o1 and the shifted rows updated; o0 and o2 deleted. D2: o2 inserted.
     assert inserted == (1, 1) and deleted == (2, 0) and updated[0] >= 1
     # nothing changed: no new version
@@ -99,13 +99,13 @@ def test_a_reader_whose_commits_expired_from_the_log_rebuilds_everything(lake: L
         lines = [HEADER, *(order(f"o{i}", D1, order_total=total) for i in range(5))]
         deliver(Path(lake.root), "orders", D1, "orders.csv", text(lines))
         load(lake, [D1])
-    _, changes, whole = changes_since(lake, "orders", first)
-    assert not whole and set(changes) == {D1}
+    found = changes_since(lake, "orders", first)
+    assert not found.whole and set(found.dates) == {D1}
     uri = lake.table_uri("silver", "orders")
     maintenance.expire_log(lake, uri, retention_hours=0, writers_held=True)
-    latest, _, whole = changes_since(lake, "orders", first)
-    assert whole and latest == version(lake)
-    assert changes_since(lake, "orders", latest) == (latest, {}, False)
+    found = changes_since(lake, "orders", first)
+    assert found.whole and found.latest == version(lake)
+    assert changes_since(lake, "orders", found.latest) == Changes(found.latest)
 
 
 def test_a_late_file_wins_only_where_it_is_newer(lake: Lake) -> None:

@@ -1,5 +1,5 @@
-{#- The one place an order's totals are computed: fct_orders (daily) and the `orders` mart (whole)
-    both select from it. -#}
+{#- The one place an order's totals are computed: the `orders` mart (daily) and the `customers`
+    mart (whole) both select from it. -#}
 with
 
 orders as (

@@ -1,2 +1,9 @@
-{#- One row per order with its item totals: the order logic lives in int_orders. -#}
+{#- One row per order with its item totals: the order logic lives in int_orders. Daily
+    (`daily_incremental`), like the facts: a run rebuilds exactly the order dates silver changed,
+    an item's change included (its order's date). -#}
+{{ daily_incremental('order_date') }}
+{#- Its tests read these: built before the mart in a run that rebuilds them. -#}
+-- depends_on: {{ ref('dim_customers') }}, {{ ref('dim_stores') }}
+
 select * from {{ ref('int_orders') }}
+where {{ event_dates_filter('order_date') }}
