@@ -24,6 +24,7 @@ from lakehouse.core import delta, system
 from lakehouse.core.lake import Lake
 from lakehouse.core.landing import list_landing_files
 from lakehouse.core.seed import deliver_late, redeliver, seed
+from lakehouse.defs.gold import SILVER_CHANGES, TRIGGER_TAG
 from lakehouse_tests.conftest import materialize_all
 
 pytestmark = pytest.mark.slow
@@ -116,17 +117,23 @@ def check_lake(lake: Lake, held_dates: set[str] = frozenset()) -> None:
             "from gold.daily_store_revenue"
         ).fetchall()
         gold_orders = con.sql(
-            "select order_id, order_total, item_count from gold.orders"
+            "select order_id, order_total, item_count, food_subtotal, drink_subtotal "
+            "from gold.orders"
         ).fetchall()
     assert {(s, d): [n, r] for s, d, n, r in mart} == dict(revenue)
     published = pl.read_delta(lake.table_uri("gold", "daily_store_revenue"))
     assert published.height == len(revenue)
     assert published.select("order_date").n_unique() == len({d for _, d in revenue})
+    products = latest(landed(lake, "products"), "sku", None)
     item_count: dict[str, int] = defaultdict(int)
+    subtotals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # food, drink
     for row in want["items"].values():
         item_count[row["order_id"]] += 1
-    assert {o: (t, n) for o, t, n in gold_orders} == {
-        oid: (int(row["order_total"]), item_count[oid]) for oid, row in want["orders"].items()
+        product = products[row["sku"]]
+        subtotals[row["order_id"]][product["type"] == "beverage"] += int(product["price"])
+    assert {o: (t, n, f, d) for o, t, n, f, d in gold_orders} == {
+        oid: (int(row["order_total"]), item_count[oid], *subtotals[oid])
+        for oid, row in want["orders"].items()
     }
     published_orders = pl.read_delta(lake.table_uri("gold", "orders"))
     assert dict(published_orders.select("order_id", "item_count").iter_rows()) == {
@@ -134,21 +141,28 @@ def check_lake(lake: Lake, held_dates: set[str] = frozenset()) -> None:
     }
     # every item once, on its order's day, in the warehouse and in the published Delta table
     item_rows = {
-        iid: (row["order_id"], want["orders"][row["order_id"]]["ordered_at"][:10], row["sku"])
+        iid: (
+            row["order_id"],
+            want["orders"][row["order_id"]]["ordered_at"][:10],
+            row["sku"],
+            int(products[row["sku"]]["price"]),
+        )
         for iid, row in want["items"].items()
     }
+    columns = "order_item_id, order_id, cast(order_date as varchar), product_id, product_price"
     with duckdb.connect(lake.warehouse_path, read_only=True) as con:
-        fact = con.sql(
-            "select order_item_id, order_id, cast(order_date as varchar), product_id "
-            "from gold.fct_order_items"
-        ).fetchall()
+        fact = con.sql(f"select {columns} from gold.fct_order_items").fetchall()
     assert len(fact) == len(item_rows)
-    assert {i: (o, d, p) for i, o, d, p in fact} == item_rows
+    assert {i: tuple(rest) for i, *rest in fact} == item_rows
     published_items = pl.read_delta(lake.table_uri("gold", "fct_order_items")).select(
-        "order_item_id", "order_id", pl.col("order_date").cast(pl.String), "product_id"
+        "order_item_id",
+        "order_id",
+        pl.col("order_date").cast(pl.String),
+        "product_id",
+        "product_price",
     )
     assert published_items.height == len(item_rows)
-    assert {i: (o, d, p) for i, o, d, p in published_items.iter_rows()} == item_rows
+    assert {i: tuple(rest) for i, *rest in published_items.iter_rows()} == item_rows
 
 
 def materialize(lake: Lake, instance: dg.DagsterInstance) -> list[dg.ExecuteInProcessResult]:
@@ -273,4 +287,30 @@ def test_5_a_late_item_and_an_item_moved_to_an_order_of_another_day(feed) -> Non
         commit = delta.open_table(lake, lake.table_uri("gold", mart)).history(1)[0]
         predicate = commit["operationParameters"]["predicate"]
         assert set(re.findall(r"\d{4}-\d{2}-\d{2}", predicate)) == {day(5), day(7), day(12)}
+    rerun_changes_nothing(lake, instance)
+
+
+def test_6_a_product_price_change_rebuilds_every_day_silver_holds(feed) -> None:
+    # A product's price is on every item of it, any day: the daily marts rebuild every date,
+    # and the run marks the days silver holds materialized, not every partition since 2018.
+    lake, instance = feed
+    landing = day(DAYS + 5)
+    path = Path(lake.landing_uri("products")) / landing / "products.csv"
+    first = sorted(Path(lake.landing_uri("products")).glob("*/products.csv"))[0]
+    lines = first.read_text().splitlines()
+    changed = lines[1].split(",")
+    assert changed[3] != "1250"
+    changed[3] = "1250"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join([lines[0], ",".join(changed), *lines[2:]]) + "\n")
+    results = materialize(lake, instance)
+    assert all(r.success for r in results)
+    check_lake(lake)
+    held = silver(lake, "orders").get_column("_event_date")
+    ranges = [
+        (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
+        for tags in (r.dagster_run.tags for r in results)
+        if tags.get(TRIGGER_TAG) == SILVER_CHANGES
+    ]
+    assert ranges == [(held.min(), held.max())]
     rerun_changes_nothing(lake, instance)

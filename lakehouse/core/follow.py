@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from lakehouse.core import system
+import polars as pl
+
+from lakehouse.core import delta, system
 from lakehouse.core.lake import Lake
-from lakehouse.core.publish import WHOLE_TABLE, changes_since
+from lakehouse.core.publish import EVENT_DATE, WHOLE_TABLE, changes_since
 
 
 @dataclass
@@ -68,6 +70,22 @@ def pending(lake: Lake, consumer: str, sources: Sequence[str]) -> Pending:
         out.whole |= whole or WHOLE_TABLE in changes
         out.dates |= changes - {WHOLE_TABLE}
     return out
+
+
+def held_dates(lake: Lake, sources: Sequence[str]) -> tuple[str, str] | None:
+    """The first and last event dates the silver tables of `sources` hold (from their logs'
+    partition values, no data read); None when none of them is partitioned by event date."""
+    bounds: list[str] = []
+    for source in sources:
+        table = delta.open_table(lake, lake.table_uri("silver", source))
+        if table is None or EVENT_DATE not in table.metadata().partition_columns:
+            continue
+        days = pl.DataFrame(table.get_add_actions(flatten=True)).get_column(
+            f"partition.{EVENT_DATE}"
+        )
+        if days.drop_nulls().len():
+            bounds += [str(days.min()), str(days.max())]
+    return (min(bounds), max(bounds)) if bounds else None
 
 
 def taken_in(lake: Lake, consumer: str, taken: Pending, *, run_id: str) -> None:

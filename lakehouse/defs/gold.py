@@ -399,10 +399,16 @@ def pending_gold_runs(lake: Lake) -> list[GoldRun]:
     if daily_keys and not daily.empty:
         partitions = daily_partitions.get_partition_keys()
         if daily.whole or not daily.dates:
-            first, last = partitions[0], partitions[-1]
+            # every date: the days silver holds (not every partition since the partitions'
+            # start: Dagster records an event per mart and partition of the run)
+            held = follow.held_dates(lake, silver_sources(gold_daily_marts))
+            days = [partitions[0], partitions[-1]]
+            if held is not None:
+                days = [max(held[0], partitions[0]), min(held[1], partitions[-1])]
         else:
-            inside = [d for d in sorted(daily.dates) if partitions[0] <= d <= partitions[-1]]
-            first, last = (inside[0], inside[-1]) if inside else (partitions[-1], partitions[-1])
+            days = sorted(daily.dates)
+        inside = [d for d in days if partitions[0] <= d <= partitions[-1]]
+        first, last = (inside[0], inside[-1]) if inside else (partitions[-1], partitions[-1])
         keys += daily_keys
         tags |= {
             "dagster/asset_partition_range_start": first,

@@ -1,5 +1,5 @@
 {#- The one place an item meets its product: price at list, food or drink. fct_order_items and
-    int_orders (hence the `orders` and `customers` marts) read it. -#}
+    int_orders (hence the `orders` mart) read it. -#}
 with
 
 order_items as (

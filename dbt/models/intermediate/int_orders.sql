@@ -1,5 +1,4 @@
-{#- The one place an order's totals are computed: the `orders` mart (daily) and the `customers`
-    mart (whole) both select from it. -#}
+{#- The one place an order's item totals are computed: the `orders` mart selects from it. -#}
 with
 
 orders as (

@@ -1,4 +1,5 @@
-{#- One row per customer (their current version) with their order history in aggregate. -#}
+{#- One row per customer (their current version) with their order history in aggregate (orders
+    alone: an item's change does not rebuild it). -#}
 with
 
 customers as (
@@ -7,7 +8,7 @@ customers as (
 ),
 
 orders as (
-    select * from {{ ref('int_orders') }}
+    select * from {{ ref('stg_orders') }}
 ),
 
 customer_orders as (

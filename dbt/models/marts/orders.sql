@@ -2,8 +2,6 @@
     (`daily_incremental`), like the facts: a run rebuilds exactly the order dates silver changed,
     an item's change included (its order's date). -#}
 {{ daily_incremental('order_date') }}
-{#- Its tests read these: built before the mart in a run that rebuilds them. -#}
--- depends_on: {{ ref('dim_customers') }}, {{ ref('dim_stores') }}
 
 select * from {{ ref('int_orders') }}
 where {{ event_dates_filter('order_date') }}
