@@ -18,7 +18,9 @@ other landing dates in bronze (`fallback`). The winner becomes an exact change:
 
 All changes are one MERGE, pinned to the event-date partitions they touch; no change, no commit.
 The event dates changed travel in the commit's own metadata (`CHANGES_KEY`), so whoever follows
-silver (gold) reads exactly which dates a version changed, atomically with the data.
+silver (gold) reads exactly which dates a version changed, atomically with the data. A table
+dated by a reference (`dated_by:`, items by their order) records its changes at the referenced
+rows' dates (`lakehouse.core.dated`).
 """
 
 from __future__ import annotations
