@@ -7,8 +7,8 @@ Every silver publish records the event dates it changed in its own Delta commit
 for it is the union of the changes of the versions after its watermark: daily marts rebuild
 exactly those dates, whatever the landing date that brought them (a table dated by a reference,
 like items by their order, records its changes at the referenced rows' dates: `core.dated`);
-whole marts rebuild when any of their sources has a pending change. A build that dies leaves the watermark where it was, so the
-next one takes the same changes in.
+whole marts rebuild when any of their sources has a pending change. A build that dies leaves
+the watermark where it was, so the next one takes the same changes in.
 """
 
 from __future__ import annotations
