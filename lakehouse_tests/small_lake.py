@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.core.contract import CONTRACTS_DIR
+from lakehouse.core.bronze import load_bronze
+from lakehouse.core.contract import CONTRACTS_DIR, load_contracts
+from lakehouse.core.lake import Lake
+from lakehouse.core.silver import load_silver
 
 GOOD = 20
 """Good orders per delivered orders file."""
@@ -73,6 +76,14 @@ def deliver_reference_data(root: Path, day: str) -> None:
             ]
         ),
     )
+
+
+def load(lake: Lake, sources: tuple[str, ...], dates: list[str]) -> None:
+    """Load bronze, then silver, of each of `sources` (in order) for landing `dates`."""
+    contracts = {c.name: c for c in load_contracts()}
+    for source in sources:
+        load_bronze(lake, contracts[source], dates, run_id="test")
+        load_silver(lake, contracts[source], dates, run_id="test")
 
 
 def edit_contract(

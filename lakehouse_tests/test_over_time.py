@@ -120,6 +120,10 @@ def check_lake(lake: Lake, held_dates: set[str] = frozenset()) -> None:
             "select order_id, order_total, item_count, food_subtotal, drink_subtotal "
             "from gold.orders"
         ).fetchall()
+        fact = con.sql(
+            "select order_item_id, order_id, cast(order_date as varchar), product_id, "
+            "product_price from gold.fct_order_items"
+        ).fetchall()
     assert {(s, d): [n, r] for s, d, n, r in mart} == dict(revenue)
     published = pl.read_delta(lake.table_uri("gold", "daily_store_revenue"))
     assert published.height == len(revenue)
@@ -149,9 +153,6 @@ def check_lake(lake: Lake, held_dates: set[str] = frozenset()) -> None:
         )
         for iid, row in want["items"].items()
     }
-    columns = "order_item_id, order_id, cast(order_date as varchar), product_id, product_price"
-    with duckdb.connect(lake.warehouse_path, read_only=True) as con:
-        fact = con.sql(f"select {columns} from gold.fct_order_items").fetchall()
     assert len(fact) == len(item_rows)
     assert {i: tuple(rest) for i, *rest in fact} == item_rows
     published_items = pl.read_delta(lake.table_uri("gold", "fct_order_items")).select(

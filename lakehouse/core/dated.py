@@ -69,7 +69,8 @@ def changes(
         old = pl.DataFrame(schema={**key_types, "__old": pl.String})
     ids = pl.concat([upserted.get_column(column).cast(pl.String), old.get_column("__old")])
     ids = ids.drop_nulls().unique()
-    dates, version = _dates_of(lake, reference(contract), ids)
+    ref = reference(contract)
+    dates, version = _dates_of(lake, ref, ids)
     new = upserted.select(*keys, pl.col(column).cast(pl.String).alias("__new")).join(
         old, on=keys, how="left", maintain_order="left"
     )
@@ -102,7 +103,7 @@ def changes(
     out: dict[str, list[int]] = {}
     for day, index, n in tally.sort("day", "index").iter_rows():
         out.setdefault(day, [0, 0, 0])[index] = n
-    metadata = {DATED_AGAINST_KEY: json.dumps({reference(contract).table: version})}
+    metadata = {DATED_AGAINST_KEY: json.dumps({ref.table: version})}
     return out, metadata
 
 

@@ -16,12 +16,10 @@ import pytest
 from deltalake import write_deltalake
 
 from lakehouse.core import delta, follow, system
-from lakehouse.core.bronze import load_bronze
 from lakehouse.core.contract import ContractError, load_contracts, parse_contract
 from lakehouse.core.dated import DATED_AGAINST_KEY
 from lakehouse.core.lake import Lake
 from lakehouse.core.publish import CHANGES_KEY, changes_since
-from lakehouse.core.silver import load_silver
 from lakehouse_tests.small_lake import (
     HEADER,
     deliver,
@@ -30,17 +28,15 @@ from lakehouse_tests.small_lake import (
     order,
     text,
 )
+from lakehouse_tests.small_lake import load as load_layers
 
 D1, D2, D3 = "2024-05-01", "2024-05-02", "2024-05-03"
-CONTRACTS = {c.name: c for c in load_contracts()}
 ITEMS = "id,order_id,sku"
 CONSUMER = "test_daily"
 
 
 def load(lake: Lake, sources: tuple[str, ...], day: str) -> None:
-    for source in sources:
-        load_bronze(lake, CONTRACTS[source], [day], run_id="test")
-        load_silver(lake, CONTRACTS[source], [day], run_id="test")
+    load_layers(lake, sources, [day])
 
 
 def deliver_items(lake: Lake, day: str, rows: list[str]) -> None:

@@ -25,15 +25,13 @@ from lakehouse_tests.small_lake import (
     order,
     text,
 )
+from lakehouse_tests.small_lake import load as load_layers
 
 D1, D2, D3 = "2024-04-01", "2024-04-02", "2024-04-03"
-CONTRACTS = {c.name: c for c in load_contracts()}
 
 
 def load(lake: Lake, dates: list[str]) -> None:
-    for source in ("stores", "customers", "orders"):
-        load_bronze(lake, CONTRACTS[source], dates, run_id="test")
-        load_silver(lake, CONTRACTS[source], dates, run_id="test")
+    load_layers(lake, ("stores", "customers", "orders"), dates)
 
 
 def orders(lake: Lake) -> dict[str, tuple]:
